@@ -1,0 +1,209 @@
+"""Source checkpoints: a local directory (config.json + safetensors) or a Hugging Face hub id.
+
+Tensors are read one by one through `safe_open`, which maps the file and hands out tensors
+backed by the page cache, so reading a component never materialises the whole model.
+Pickled `.bin` checkpoints are refused unless the caller opts in, and are then loaded with
+`torch.load(..., weights_only=True)`. Remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is unreadable or does not match its config; permanent, not retryable."""
+
+
+class HubDownloadError(OSError):
+    """A hub id was given and the download failed (often: no network); may be retried."""
+
+
+def _looks_like_local_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def resolve_checkpoint_dir(model_name_or_path: str | Path, allow_pickle: bool = False) -> Path:
+    """A local checkpoint directory for `model_name_or_path`, downloading a hub id if needed."""
+    text = str(model_name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(
+                f"{text} is a file; pass the checkpoint directory holding config.json"
+            )
+        return path
+    if _looks_like_local_path(text) or not _HUB_ID.match(text) or ".." in text:
+        raise FileNotFoundError(f"no checkpoint directory at {text}")
+    return download_from_hub(text, allow_pickle)
+
+
+def download_from_hub(repo_id: str, allow_pickle: bool = False) -> Path:
+    """Fetch config.json and the weights of a hub repository (never its code)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", SAFETENSORS_INDEX]
+    if allow_pickle:
+        patterns += ["*.bin", PICKLE_INDEX]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as error:
+        raise HubDownloadError(
+            f"{repo_id!r} is not a local directory, so a download from the Hugging Face Hub "
+            f"was attempted and failed ({type(error).__name__}: {error}). To split a local "
+            "checkpoint, pass the path of a directory holding config.json and *.safetensors "
+            f"(for example ./checkpoints/{repo_id.rsplit('/', 1)[-1]})."
+        ) from error
+
+
+def _safe_open(path: Path) -> Any:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except SafetensorError as error:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {error}") from None
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint directory: its config and which file holds each tensor."""
+
+    directory: Path
+    config: dict[str, Any]
+    tensor_files: dict[str, Path]
+    pickled: bool = False
+
+    @classmethod
+    def open(cls, directory: str | Path, allow_pickle: bool = False) -> Checkpoint:
+        """Read config.json and index the weights, validating every safetensors header."""
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"{directory} has no config.json")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_path} does not hold a JSON object")
+        safetensors_files = sorted(directory.glob("*.safetensors"))
+        if (directory / SAFETENSORS_INDEX).is_file() or safetensors_files:
+            files = cls._safetensors_files(directory, safetensors_files)
+            return cls(directory, config, files)
+        if (directory / PICKLE_INDEX).is_file() or (directory / PICKLE_SINGLE).is_file():
+            if not allow_pickle:
+                raise CheckpointError(
+                    f"{directory} holds only pickled .bin weights, which can run code when "
+                    "loaded; convert it to safetensors or opt in with --allow-pickle "
+                    "(allow_pickle=True); it is then loaded with weights_only=True"
+                )
+            return cls(directory, config, cls._pickle_files(directory), pickled=True)
+        raise CheckpointError(f"{directory} has no *.safetensors weights")
+
+    @staticmethod
+    def _index(directory: Path, index_name: str) -> dict[str, Path]:
+        try:
+            weight_map = json.loads((directory / index_name).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"{directory / index_name} is not a valid index: {error}"
+            ) from None
+        files: dict[str, Path] = {}
+        for name, file_name in weight_map.items():
+            path = directory / file_name
+            if Path(file_name).name != file_name or not path.is_file():
+                raise CheckpointError(f"{index_name} names a missing shard {file_name!r}")
+            files[name] = path
+        return files
+
+    @classmethod
+    def _safetensors_files(cls, directory: Path, present: list[Path]) -> dict[str, Path]:
+        if (directory / SAFETENSORS_INDEX).is_file():
+            files = cls._index(directory, SAFETENSORS_INDEX)
+            shards = sorted(set(files.values()))
+        elif (directory / SAFETENSORS_SINGLE).is_file():
+            files, shards = {}, [directory / SAFETENSORS_SINGLE]
+        elif len(present) == 1:
+            files, shards = {}, present
+        else:
+            raise CheckpointError(
+                f"{directory} has several *.safetensors files but no {SAFETENSORS_INDEX}"
+            )
+        listed: dict[str, Path] = {}
+        for shard in shards:
+            with _safe_open(shard) as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                    listed[name] = shard
+        for name, shard in files.items():
+            if listed.get(name) != shard:
+                raise CheckpointError(f"{shard.name} does not hold {name}, as its index says")
+        return listed
+
+    @classmethod
+    def _pickle_files(cls, directory: Path) -> dict[str, Path]:
+        if (directory / PICKLE_INDEX).is_file():
+            return cls._index(directory, PICKLE_INDEX)
+        path = directory / PICKLE_SINGLE
+        return dict.fromkeys(cls._load_pickle(path), path)
+
+    @staticmethod
+    def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:
+            raise CheckpointError(f"{path} could not be loaded safely: {error}") from None
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"{path} does not hold a state_dict")
+        return loaded
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensor_files)
+
+    def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Read the named tensors, opening each file once; tensors share the page cache."""
+        by_file: dict[Path, list[str]] = defaultdict(list)
+        for name in names:
+            if name not in self.tensor_files:
+                raise CheckpointError(f"the checkpoint has no tensor {name!r}")
+            by_file[self.tensor_files[name]].append(name)
+        tensors: dict[str, torch.Tensor] = {}
+        for path, wanted in by_file.items():
+            if self.pickled:
+                loaded = self._load_pickle(path)
+                tensors.update({name: loaded[name] for name in wanted})
+                continue
+            with _safe_open(path) as handle:
+                for name in wanted:
+                    tensors[name] = handle.get_tensor(name)
+        return tensors
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Shape and dtype of every tensor, read from the headers only."""
+        result: dict[str, tuple[tuple[int, ...], str]] = {}
+        if self.pickled:
+            for path in sorted(set(self.tensor_files.values())):
+                for name, tensor in self._load_pickle(path).items():
+                    result[name] = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+            return result
+        for path in sorted(set(self.tensor_files.values())):
+            with _safe_open(path) as handle:
+                for name in handle.keys():  # noqa: SIM118
+                    sliced = handle.get_slice(name)
+                    result[name] = (tuple(sliced.get_shape()), str(sliced.get_dtype()))
+        return result

@@ -1,0 +1,255 @@
+"""`splitcore` command line: `split` (the Job's entrypoint), `verify`, `inspect`.
+
+Exit codes: 0 success; 2 invalid input, which retrying cannot fix (the operator's Job does not
+retry it); 1 anything else. On failure the result file gets `{"error": {"reason", "message"}}`
+so the operator can report why without parsing logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+EPILOG = """\
+exit codes:
+  0  success
+  2  invalid input (bad split points, unreadable checkpoint, unwritable storage, ...);
+     retrying will not help
+  1  any other failure (for example a failed hub download); may be retried
+"""
+
+
+def _classify(error: BaseException) -> tuple[int, str]:
+    """Map an exception to (exit code, reason); reasons end up in the SplitModel status."""
+    from splitcore.checkpoint import CheckpointError, HubDownloadError
+    from splitcore.config import ConfigError
+    from splitcore.plan import SplitPointError
+    from splitcore.storage import StorageError
+
+    if isinstance(error, SplitPointError):
+        return EXIT_INVALID, "InvalidSplitPoints"
+    if isinstance(error, CheckpointError):
+        return EXIT_INVALID, "InvalidCheckpoint"
+    if isinstance(error, ConfigError | ValueError):
+        return EXIT_INVALID, "InvalidInput"
+    if isinstance(error, FileNotFoundError):
+        return EXIT_INVALID, "SourceNotFound"
+    if isinstance(error, HubDownloadError):
+        return EXIT_FAILURE, "HubDownloadFailed"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EXIT_INVALID, "StorageFull"
+    if isinstance(error, StorageError | PermissionError):
+        return EXIT_INVALID, "StorageNotWritable"
+    return EXIT_FAILURE, "InternalError"
+
+
+def _write_result(result_file: str | None, text: str) -> None:
+    if result_file:
+        Path(result_file).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text, flush=True)
+
+
+def _split_points(text: str) -> tuple[int, int]:
+    from splitcore.config import ConfigError, parse_split_config
+
+    try:
+        return parse_split_config(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from splitcore.split import split_checkpoint
+
+    split_point_1, split_point_2 = args.split
+    result = split_checkpoint(
+        args.model,
+        args.model_type,
+        split_point_1,
+        split_point_2,
+        args.storage,
+        model_name=args.model_name,
+        file_format=args.format,
+        save=not args.no_save,
+        allow_pickle=args.allow_pickle,
+    )
+    if args.no_save:
+        print(f"Plan only (--no-save): nothing was written under {args.storage}")
+    _write_result(args.result_file, result.dumps())
+    return EXIT_OK
+
+
+def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
+    rows = [
+        ("model_class", metadata.get("model_class")),
+        ("component", metadata.get("component")),
+        (
+            "layers",
+            f"[{metadata.get('start_layer')}, {metadata.get('end_layer')}) "
+            f"({metadata.get('num_layers')} layers)",
+        ),
+        ("num_parameters", f"{metadata.get('num_parameters', 0):,}"),
+        ("memory_mb", metadata.get("memory_mb")),
+        ("dtype", metadata.get("dtype")),
+        ("model_type", metadata.get("model_type")),
+        ("split_config", metadata.get("split_config")),
+        ("format", metadata.get("format")),
+        ("sha256", metadata.get("sha256")),
+        ("saved_at", metadata.get("saved_at")),
+        ("source", metadata.get("source")),
+    ]
+    return "\n".join([str(path), *(f"  {key:<15} {value}" for key, value in rows)])
+
+
+def _metadata_files(target: Path) -> list[Path]:
+    from splitcore.storage import COMPONENTS, METADATA_SUFFIX, StorageManager
+
+    if target.is_dir():
+        found = [
+            path
+            for component in COMPONENTS
+            for path in sorted((target / component).glob(f"*{METADATA_SUFFIX}"))
+        ]
+        if not found:
+            found = sorted(target.glob(f"*{METADATA_SUFFIX}"))
+        if not found:
+            raise FileNotFoundError(f"no *{METADATA_SUFFIX} files under {target}")
+        return found
+    if not target.exists():
+        raise FileNotFoundError(f"{target} does not exist")
+    if target.name.endswith(METADATA_SUFFIX):
+        return [target]
+    return [StorageManager.get_model_metadata_path(target)]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from splitcore.storage import read_metadata
+
+    files = _metadata_files(Path(args.target))
+    documents = [read_metadata(path) for path in files]
+    if args.json:
+        print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2))
+    else:
+        print("\n\n".join(_format_metadata(p, d) for p, d in zip(files, documents, strict=True)))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from splitcore.models import SUPPORTED_MODEL_TYPES
+    from splitcore.storage import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="splitcore",
+        description="Split transformer checkpoints into bottom / trunk / top components.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    split = commands.add_parser(
+        "split",
+        help="split a checkpoint into component files (the operator's Job runs this)",
+        description=(
+            "Split a checkpoint into {storage}/{bottom,trunk,top}/{name}_{split}_{component}.pt "
+            "plus *_metadata.json, streaming one component at a time without building the "
+            "model. Layers are half-open: bottom [0,p1), trunk [p1,p2), top [p2,L)."
+        ),
+        epilog="example:\n  splitcore split --model-type gpt2 --model ./gpt2 --split 2-10 "
+        "--storage ./models\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    split.add_argument(
+        "--model-type",
+        default="auto",
+        choices=SUPPORTED_MODEL_TYPES,
+        help="model family; 'auto' reads config.json (default: auto)",
+    )
+    split.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="checkpoint directory (config.json + *.safetensors) or a hub id (needs network)",
+    )
+    split.add_argument(
+        "--split",
+        required=True,
+        type=_split_points,
+        metavar="P1-P2",
+        help="split points, e.g. 2-10: 0 < P1 < P2 < number of layers",
+    )
+    split.add_argument(
+        "--storage", default="./models", metavar="DIR", help="storage folder (default: ./models)"
+    )
+    split.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="name used in file names (default: last component of --model)",
+    )
+    split.add_argument(
+        "--format", choices=FORMATS, default="pt", help="component file format (default: pt)"
+    )
+    split.add_argument(
+        "--no-save",
+        action="store_true",
+        help="plan only: report components (layers, parameters, bytes) without writing files",
+    )
+    split.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept pickled .bin checkpoints (loaded with weights_only=True)",
+    )
+    split.add_argument(
+        "--result-file",
+        metavar="FILE",
+        help="write the compact JSON result here instead of stdout "
+        "(the Job uses its termination-message path)",
+    )
+    split.set_defaults(handler=cmd_split)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="print the metadata of a component file or of a storage folder",
+        description="Print the metadata of a component (its .pt, .safetensors or "
+        "*_metadata.json) or of every component under a storage folder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.add_argument("target", metavar="FILE_OR_DIR", help="component file or storage folder")
+    inspect.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    inspect.set_defaults(handler=cmd_inspect, result_file=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        code, reason = _classify(error)
+        print(f"error ({reason}): {error}", file=sys.stderr)
+        if getattr(args, "result_file", None):
+            failure = {"error": {"reason": reason, "message": str(error)[:3000]}}
+            _write_result(args.result_file, json.dumps(failure, separators=(",", ":")))
+        if code == EXIT_FAILURE and reason == "InternalError":
+            import traceback
+
+            traceback.print_exc()
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Configuration objects from the guide: `ServerConfig` and `ModelConfig`.
+
+Both are plain dataclasses that round-trip through YAML with the guide's keys. Loading is
+strict: an unknown key or a value of the wrong type raises `ConfigError` naming the field, so a
+typo in an operator's ConfigMap fails loudly instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import yaml
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SPLIT_CONFIG_PATTERN = re.compile(r"^([0-9]+)-([0-9]+)$")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names it."""
+
+
+def parse_split_config(split_config: str) -> tuple[int, int]:
+    """Parse ``"2-10"`` into ``(2, 10)``; the two points must be increasing and positive."""
+    match = SPLIT_CONFIG_PATTERN.match(split_config) if isinstance(split_config, str) else None
+    if match is None:
+        raise ConfigError(
+            f"split_config must look like '<split_point_1>-<split_point_2>', e.g. '2-10'; "
+            f"got {split_config!r}"
+        )
+    first, second = int(match.group(1)), int(match.group(2))
+    if not 0 < first < second:
+        raise ConfigError(
+            f"split_config {split_config!r} must satisfy 0 < split_point_1 < split_point_2"
+        )
+    return first, second
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, type):
+        return expected.__name__
+    return str(expected).replace("typing.", "")
+
+
+def _check_value(value: Any, expected: Any, where: str) -> Any:
+    """Return `value` converted to `expected` or raise a `ConfigError` naming `where`."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not valid")
+    if dataclasses.is_dataclass(expected) and isinstance(expected, type):
+        if isinstance(value, expected):
+            return value
+        if isinstance(value, Mapping):
+            return _from_mapping(expected, value, where)
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    if origin is dict or expected is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{where}: expected true or false, got {type(value).__name__} {value!r}"
+            )
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(expected)}")  # pragma: no cover
+
+
+def _from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrongly typed values."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)}; known fields: {', '.join(known)}"
+        )
+    values = {
+        name: _check_value(value, hints[name], f"{where}.{name}" if where else name)
+        for name, value in data.items()
+    }
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required field is missing
+        raise ConfigError(f"{where or cls.__name__}: {error}") from None
+
+
+class _YamlConfig:
+    """YAML round trip shared by the configuration dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return _from_mapping(cls, data, "")
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the configuration as YAML with the guide's keys, in the guide's order."""
+        Path(path).write_text(
+            yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False),
+            encoding="utf-8",
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        """Read a YAML file written by `to_yaml` (or by hand); unknown keys are errors."""
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+
+@dataclass
+class ServerConfig(_YamlConfig):
+    """Settings of the serving process; for the operator this is its configuration file."""
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    max_workers: int = 10
+    max_models: int = 5
+    metrics_port: int = 8000
+    health_check_interval: float = 30.0
+    enable_monitoring: bool = True
+    log_level: str = "INFO"
+    model_storage_dir: str = "./models"
+    auto_save_split_models: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigError(f"{name}: expected a TCP port 1-65535, got {port}")
+        for name in ("max_workers", "max_models"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.health_check_interval <= 0:
+            raise ConfigError(
+                f"health_check_interval: must be positive, got {self.health_check_interval}"
+            )
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if not self.model_storage_dir:
+            raise ConfigError("model_storage_dir: must not be empty")
+
+
+@dataclass
+class SplitStorageConfig(_YamlConfig):
+    """Where and how the split components of one model are stored."""
+
+    storage_path: str = "./models"
+    auto_save: bool = False
+    split_config: str = "2-10"
+
+    def __post_init__(self) -> None:
+        try:
+            parse_split_config(self.split_config)
+        except ConfigError as error:
+            raise ConfigError(f"split_config: {error}") from None
+
+    @property
+    def split_points(self) -> tuple[int, int]:
+        return parse_split_config(self.split_config)
+
+
+@dataclass
+class ModelConfig(_YamlConfig):
+    """One model to split: the checkpoint, its family and its storage settings."""
+
+    model_id: str
+    model_path: str
+    model_type: str = "auto"
+    split_storage_config: SplitStorageConfig | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.split_storage_config, Mapping):
+            self.split_storage_config = _from_mapping(
+                SplitStorageConfig, self.split_storage_config, "split_storage_config"
+            )
+        for name in ("model_id", "model_path", "model_type"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: must not be empty")

@@ -1,0 +1,117 @@
+"""`ModelFactory.create_split_models`: the guide's entry point, returning runnable modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from splitcore.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint_dir
+from splitcore.models import check_model_type
+from splitcore.models.base import BaseSplitModel, BottomModel, SplitContext, TopModel, TrunkModel
+from splitcore.plan import SplitPlan
+from splitcore.split import check_storage_writable
+from splitcore.storage import (
+    COMPONENTS,
+    Component,
+    SaveReport,
+    StorageManager,
+    check_format,
+    resolve_model_name,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
+
+
+def load_config(directory: Path, attn_implementation: str | None) -> PreTrainedConfig:
+    """The transformers config of a local checkpoint; remote code is never trusted."""
+    from transformers import AutoConfig
+
+    config: PreTrainedConfig = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    # The same default as `from_pretrained`: SDPA where torch has it.
+    config._attn_implementation = attn_implementation or "sdpa"
+    return config
+
+
+def build_component(
+    plan: SplitPlan,
+    component: Component,
+    config: PreTrainedConfig,
+    context: SplitContext,
+) -> BaseSplitModel:
+    """Build one component's modules and load exactly its tensors from the checkpoint."""
+    from transformers.initialization import no_init_weights
+
+    start, end = plan.layer_range(component)
+    model_class = plan.adapter.component_class(component)
+    with no_init_weights():  # every weight is loaded below; random init would be wasted work
+        module = model_class(
+            config, start, end, context=context, available_tensors=plan.canonical_names()
+        )
+    names = plan.tensors[component]
+    source_tensors = plan.checkpoint.read(set(names.values()))
+    state = {canonical: source_tensors[source] for canonical, source in names.items()}
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the checkpoint does not fit a {model_class.__name__}: {error}"
+        ) from None
+    return module.eval()
+
+
+class ModelFactory:
+    """Creates the three components of a split model (the guide's API)."""
+
+    @staticmethod
+    def create_split_models(
+        model_type: str,
+        model_name_or_path: str,
+        split_point_1: int,
+        split_point_2: int,
+        device: str = "cpu",
+        storage_path: str | None = None,
+        auto_save: bool = False,
+        *,
+        model_name: str | None = None,
+        file_format: str = "pt",
+        attn_implementation: str | None = None,
+        allow_pickle: bool = False,
+    ) -> tuple[BottomModel, TrunkModel, TopModel]:
+        """Split `model_name_or_path` into `(bottom, trunk, top)` at the two split points.
+
+        Layers are half-open ranges: bottom `[0, split_point_1)`, trunk
+        `[split_point_1, split_point_2)`, top `[split_point_2, num_layers)`. With
+        `auto_save=True` the components and their metadata are written under `storage_path`
+        in the guide's layout; otherwise nothing is written anywhere.
+        """
+        check_model_type(model_type)
+        check_format(file_format)
+        if auto_save and storage_path is None:
+            raise ValueError("auto_save=True needs a storage_path to save into")
+        name = resolve_model_name(model_name, model_name_or_path)
+        directory = resolve_checkpoint_dir(model_name_or_path, allow_pickle)
+        plan = SplitPlan.build(
+            model_type, Checkpoint.open(directory, allow_pickle), split_point_1, split_point_2
+        )
+        if auto_save:
+            check_storage_writable(cast(str, storage_path))
+        config = load_config(directory, attn_implementation)
+        context = SplitContext(
+            model_type=plan.model_type,
+            source=str(model_name_or_path),
+            split_config=plan.split_config,
+            config=plan.config,
+        )
+        components = [build_component(plan, c, config, context).to(device) for c in COMPONENTS]
+        if auto_save:
+            report = SaveReport(cast(str, storage_path))
+            for module in components:
+                path = StorageManager.get_split_model_path(
+                    cast(str, storage_path), name, module.component, plan.split_config, file_format
+                )
+                module.save_split_model(path)
+                report.saved(module.component, path)
+            report.done()
+        bottom, trunk, top = components
+        return cast(BottomModel, bottom), cast(TrunkModel, trunk), cast(TopModel, top)

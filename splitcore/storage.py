@@ -1,0 +1,388 @@
+"""Storage layout, atomic component files and their metadata.
+
+Everything that touches the storage volume goes through this module, so the library
+(`save_split_model`), the streaming split and `verify` agree byte for byte on file names,
+file contents and metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import torch
+
+from splitcore.config import parse_split_config
+
+Component = Literal["bottom", "trunk", "top"]
+COMPONENTS: tuple[Component, ...] = ("bottom", "trunk", "top")
+FORMATS = ("pt", "safetensors")
+FORMAT_VERSION = 1
+METADATA_SUFFIX = "_metadata.json"
+RULE = "=" * 60
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*$")
+
+
+class StorageError(OSError):
+    """A component could not be written or read back."""
+
+
+def validate_model_name(name: str) -> str:
+    """Return `name` if it is safe as a file-name prefix inside the storage folder.
+
+    A model name becomes part of a path on a shared volume: it may not contain a path
+    separator, start with a dot or contain `..`, so it can never escape the storage folder.
+    """
+    if not name or not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"model name {name!r} is not a safe file name: use letters, digits, '.', '_', '+' "
+            "and '-', without '/', '..' or a leading '.'"
+        )
+    return name
+
+
+def model_name_from_path(model_name_or_path: str | Path) -> str:
+    """The guide's naming rule: the last path component (`/data/ckpt/my-gpt2` -> `my-gpt2`)."""
+    text = str(model_name_or_path).rstrip("/")
+    name = Path(text).name if text not in ("", ".") else Path.cwd().name
+    return validate_model_name(name)
+
+
+def resolve_model_name(model_name: str | None, model_name_or_path: str | Path) -> str:
+    """An explicit model name if given (validated), else the guide's rule on the path."""
+    return (
+        validate_model_name(model_name) if model_name else model_name_from_path(model_name_or_path)
+    )
+
+
+def check_format(file_format: str) -> str:
+    if file_format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {file_format!r}")
+    return file_format
+
+
+def validate_component(component: str) -> Component:
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {', '.join(COMPONENTS)}; got {component!r}")
+    return component
+
+
+class StorageManager:
+    """Paths and folders of the guide's storage layout."""
+
+    @staticmethod
+    def get_split_model_path(
+        base_path: str | Path,
+        model_name: str,
+        component: str,
+        split_config: str,
+        file_format: str = "pt",
+    ) -> Path:
+        """`{base}/{component}/{model}_{split}_{component}.pt` (or `.safetensors`)."""
+        validate_model_name(model_name)
+        validate_component(component)
+        parse_split_config(split_config)
+        check_format(file_format)
+        return (
+            Path(base_path) / component / f"{model_name}_{split_config}_{component}.{file_format}"
+        )
+
+    @staticmethod
+    def create_storage_directories(base_path: str | Path) -> dict[str, Path]:
+        """Create `{base}/bottom`, `{base}/trunk`, `{base}/top` and return them by component."""
+        folders: dict[str, Path] = {c: Path(base_path) / c for c in COMPONENTS}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return folders
+
+    @staticmethod
+    def get_model_metadata_path(model_path: str | Path) -> Path:
+        """`.../gpt2_2-10_bottom.pt` -> `.../gpt2_2-10_bottom_metadata.json`."""
+        path = Path(model_path)
+        return path.with_name(path.stem + METADATA_SUFFIX)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes every byte on its way to disk."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        written = self._raw.write(data)
+        self.size += len(data)
+        return written
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[_HashingWriter]:
+    """Write `path` through a temp file in the same folder, fsync, then rename.
+
+    A crash, a full disk or an exception never leaves a file under the final name: either the
+    old file (if any) or the complete new one is there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw:
+            writer = _HashingWriter(raw)
+            yield writer
+            raw.flush()
+            os.fsync(raw.fileno())
+        temp.chmod(0o644)
+        temp.replace(path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def canonical_order(names: list[str] | Any) -> list[str]:
+    """Tensor names in a stable, human order (layer 2 before layer 10).
+
+    Both the library and the streaming split write tensors in this order, which is what makes
+    their files identical byte for byte.
+    """
+    return sorted(names, key=lambda name: [int(p) if p.isdigit() else p for p in name.split(".")])
+
+
+def _write_safetensors(
+    tensors: Mapping[str, torch.Tensor], out: _HashingWriter, header_metadata: dict[str, str]
+) -> None:
+    """Stream a safetensors file without building it in memory (the library's `save_file` does)."""
+    header: dict[str, Any] = {"__metadata__": header_metadata}
+    offset = 0
+    for name in tensors:
+        tensor = tensors[name]
+        nbytes = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    out.write(struct.pack("<Q", len(encoded)))
+    out.write(encoded)
+    for name in tensors:
+        tensor = tensors[name].contiguous()
+        if tensor.numel():
+            out.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def _standalone(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor that owns exactly its storage, so `torch.save` writes only its bytes."""
+    tensor = tensor.detach().cpu()
+    owns_storage = (
+        tensor.is_contiguous()
+        and tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    )
+    return tensor if owns_storage else tensor.clone(memory_format=torch.contiguous_format)
+
+
+def write_weights(
+    tensors: Mapping[str, torch.Tensor],
+    path: Path,
+    file_format: str = "pt",
+    header_metadata: dict[str, str] | None = None,
+) -> str:
+    """Atomically write a component's tensors; return the sha256 of the bytes written.
+
+    `pt` is a plain `state_dict` that `torch.load(path, weights_only=True)` reads; tensors are
+    written in `canonical_order` so two writers of the same tensors produce the same bytes.
+    """
+    ordered = {name: _standalone(tensors[name]) for name in canonical_order(list(tensors))}
+    with atomic_writer(path) as out:
+        if file_format == "pt":
+            torch.save(ordered, out)  # type: ignore[arg-type]
+        elif file_format == "safetensors":
+            _write_safetensors(ordered, out, header_metadata or {})
+        else:
+            check_format(file_format)
+    return out.sha256.hexdigest()
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Atomically write a JSON document (indented, keys in insertion order)."""
+    with atomic_writer(path) as out:
+        out.write((json.dumps(document, indent=2) + "\n").encode())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSummary:
+    """Sizes of a component, computed the same way from modules and from checkpoint tensors."""
+
+    num_parameters: int
+    memory_bytes: int
+    dtype: str
+
+    @classmethod
+    def of(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSummary:
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+        return cls(
+            num_parameters=sum(t.numel() for t in tensors.values()),
+            memory_bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
+            dtype=",".join(dtypes),
+        )
+
+
+def build_metadata(
+    *,
+    model_class: str,
+    component: Component,
+    start_layer: int,
+    end_layer: int,
+    summary: TensorSummary,
+    config: Mapping[str, Any],
+    model_type: str,
+    split_config: str,
+    source: str,
+    file_format: str,
+) -> dict[str, Any]:
+    """The metadata document: the guide's keys first, then the ones this project adds."""
+    return {
+        "model_class": model_class,
+        "component": component,
+        "start_layer": start_layer,
+        "end_layer": end_layer,
+        "num_layers": end_layer - start_layer,
+        "num_parameters": summary.num_parameters,
+        "memory_mb": round(summary.memory_bytes / 2**20, 2),
+        "config": dict(config),
+        "saved_at": datetime.now(UTC).isoformat(),
+        "memory_bytes": summary.memory_bytes,
+        "sha256": None,
+        "dtype": summary.dtype,
+        "model_type": model_type,
+        "split_config": split_config,
+        "source": source,
+        "format": file_format,
+        "format_version": FORMAT_VERSION,
+    }
+
+
+#: Metadata keys that vary between two writes of the same tensors; kept out of file headers.
+_UNSTABLE_KEYS = ("saved_at", "sha256")
+
+
+def header_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata a safetensors header carries: string values, nothing time-dependent."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        for key, value in metadata.items()
+        if key not in _UNSTABLE_KEYS
+    }
+
+
+def save_component(
+    tensors: Mapping[str, torch.Tensor],
+    path: Path,
+    metadata: dict[str, Any],
+    save_metadata: bool = True,
+) -> dict[str, Any]:
+    """Write a component's weights, then its metadata with the sha256 of the bytes written.
+
+    The library (`save_split_model`) and the streaming split both end here, which is what
+    keeps their files identical.
+    """
+    sha256 = write_weights(tensors, path, metadata["format"], header_metadata(metadata))
+    metadata = {**metadata, "sha256": sha256}
+    if save_metadata:
+        write_json(StorageManager.get_model_metadata_path(path), metadata)
+    return metadata
+
+
+class SaveReport:
+    """The guide's printed block around a save, line for line."""
+
+    def __init__(self, storage_path: str | Path, out: IO[str] | None = None) -> None:
+        self._out = out
+        self._print(RULE)
+        self._print("Saving split models to storage...")
+        self._print(RULE)
+        self._print(f"Storage directory: {storage_path}")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+    def saved(self, component: Component, path: Path) -> None:
+        self._print(f"  {component.capitalize()} model saved: {path}")
+
+    def done(self) -> None:
+        self._print(RULE)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read a metadata file, given it or the weight file it describes."""
+    path = Path(path)
+    if not path.name.endswith(METADATA_SUFFIX):
+        path = StorageManager.get_model_metadata_path(path)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or "component" not in document:
+        raise ValueError(f"{path} is not a split-model metadata file")
+    return document
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a component file written by `write_weights`, never unpickling arbitrary objects."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(path))
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} does not hold a state_dict")
+    return loaded
