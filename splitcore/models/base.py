@@ -160,7 +160,7 @@ class FamilyAdapter:
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
     ) -> LayerKwargs:
-        """Keyword arguments for layer `index`: masks and positions as the full model builds them."""
+        """Keyword arguments for layer `index`: masks and positions, as the full model builds."""
         raise NotImplementedError
 
     def finish(self, top: BaseSplitModel, hidden_states: torch.Tensor) -> Any:
