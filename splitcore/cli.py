@@ -35,6 +35,8 @@ def _classify(error: BaseException) -> tuple[int, str]:
     from splitcore.plan import SplitPointError
     from splitcore.storage import StorageError
 
+    if isinstance(error, VerificationFailed):
+        return EXIT_INVALID, "VerificationFailed"
     if isinstance(error, SplitPointError):
         return EXIT_INVALID, "InvalidSplitPoints"
     if isinstance(error, CheckpointError):
@@ -68,10 +70,16 @@ def _split_points(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+class VerificationFailed(ValueError):
+    """The saved components do not match their metadata or the source model."""
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from splitcore.split import split_checkpoint
 
     split_point_1, split_point_2 = args.split
+    if args.verify and args.no_save:
+        raise ValueError("--verify checks the written files; it cannot go with --no-save")
     result = split_checkpoint(
         args.model,
         args.model_type,
@@ -85,8 +93,41 @@ def cmd_split(args: argparse.Namespace) -> int:
     )
     if args.no_save:
         print(f"Plan only (--no-save): nothing was written under {args.storage}")
-    _write_result(args.result_file, result.dumps())
+    document = result.to_json()
+    if args.verify:
+        from splitcore.verify import print_report, verify_split
+
+        verdict = verify_split(
+            args.storage,
+            result.model_name,
+            result.split_config,
+            source=args.model,
+            file_format=args.format,
+            device=args.device,
+        )
+        print_report(verdict)
+        if not verdict.ok:
+            raise VerificationFailed("; ".join(verdict.problems))
+        document["verification"] = {"ok": True, "maxAbsDiff": verdict.max_abs_diff}
+    _write_result(args.result_file, json.dumps(document, separators=(",", ":")))
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from splitcore.verify import print_report, verify_split
+
+    verdict = verify_split(
+        args.storage,
+        args.model_name,
+        args.split,
+        source=args.source,
+        file_format=args.format,
+        device=args.device,
+        tolerance=args.tolerance,
+    )
+    print_report(verdict)
+    _write_result(args.result_file, verdict.dumps())
+    return EXIT_OK if verdict.ok else EXIT_INVALID
 
 
 def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
@@ -142,6 +183,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print("\n\n".join(_format_metadata(p, d) for p, d in zip(files, documents, strict=True)))
     return EXIT_OK
+
+
+def _add_result_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--result-file",
+        metavar="FILE",
+        help="write the compact JSON result here instead of stdout "
+        "(the Job uses its termination-message path)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,12 +259,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept pickled .bin checkpoints (loaded with weights_only=True)",
     )
     split.add_argument(
-        "--result-file",
-        metavar="FILE",
-        help="write the compact JSON result here instead of stdout "
-        "(the Job uses its termination-message path)",
+        "--verify",
+        action="store_true",
+        help="after writing, reload the files and run a probe through the chain and the full "
+        "model (loads the whole model: needs its memory)",
     )
+    split.add_argument(
+        "--device", default="cpu", help="device for --verify's probe, e.g. cpu, cuda:0"
+    )
+    _add_result_file(split)
     split.set_defaults(handler=cmd_split)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check saved components against their metadata (and the source model)",
+        description="Reload the three components, check each file's sha256 and metadata, and "
+        "with --source run a fixed probe through the chain and the full model (float32). "
+        "Exits 0 when everything matches, 2 on any mismatch.",
+        epilog="example:\n  splitcore verify --storage ./models --model-name gpt2 --split 2-10 "
+        "--source ./gpt2\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
+    verify.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
+    verify.add_argument("--split", required=True, metavar="P1-P2", help="split config, e.g. 2-10")
+    verify.add_argument("--source", metavar="CHECKPOINT", help="source checkpoint to compare with")
+    verify.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
+    verify.add_argument("--device", default="cpu", help="device for the probe (default: cpu)")
+    verify.add_argument(
+        "--tolerance", type=float, default=1e-5, help="max abs diff allowed (default: 1e-5)"
+    )
+    _add_result_file(verify)
+    verify.set_defaults(handler=cmd_verify)
 
     inspect = commands.add_parser(
         "inspect",

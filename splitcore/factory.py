@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from splitcore.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint_dir
 from splitcore.models import check_model_type
@@ -20,17 +20,41 @@ from splitcore.storage import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedConfig
 
 
-def load_config(directory: Path, attn_implementation: str | None) -> PreTrainedConfig:
-    """The transformers config of a local checkpoint; remote code is never trusted."""
-    from transformers import AutoConfig
+def hf_config(config: Mapping[str, Any], attn_implementation: str | None) -> PreTrainedConfig:
+    """The transformers config for a `config.json` document; remote code is never trusted."""
+    from transformers import CONFIG_MAPPING
 
-    config: PreTrainedConfig = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise CheckpointError(f"config.json has an unknown model_type {model_type!r}")
+    result: PreTrainedConfig = CONFIG_MAPPING[model_type].from_dict(dict(config))
     # The same default as `from_pretrained`: SDPA where torch has it.
-    config._attn_implementation = attn_implementation or "sdpa"
-    return config
+    result._attn_implementation = attn_implementation or "sdpa"
+    return result
+
+
+def instantiate(
+    model_class: type[BaseSplitModel],
+    config: PreTrainedConfig,
+    layers: tuple[int, int],
+    state: Mapping[str, torch.Tensor],
+    context: SplitContext,
+    available: Collection[str],
+) -> BaseSplitModel:
+    """Build a component's modules and load `state` into them, strictly: every key, every shape."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is loaded below; random init would be wasted work
+        module = model_class(config, *layers, context=context, available_tensors=available)
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"the weights do not fit a {model_class.__name__}: {error}") from None
+    return module.eval()
 
 
 def build_component(
@@ -39,25 +63,18 @@ def build_component(
     config: PreTrainedConfig,
     context: SplitContext,
 ) -> BaseSplitModel:
-    """Build one component's modules and load exactly its tensors from the checkpoint."""
-    from transformers.initialization import no_init_weights
-
-    start, end = plan.layer_range(component)
-    model_class = plan.adapter.component_class(component)
-    with no_init_weights():  # every weight is loaded below; random init would be wasted work
-        module = model_class(
-            config, start, end, context=context, available_tensors=plan.canonical_names()
-        )
+    """One component with exactly its tensors from the checkpoint."""
     names = plan.tensors[component]
     source_tensors = plan.checkpoint.read(set(names.values()))
     state = {canonical: source_tensors[source] for canonical, source in names.items()}
-    try:
-        module.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"the checkpoint does not fit a {model_class.__name__}: {error}"
-        ) from None
-    return module.eval()
+    return instantiate(
+        plan.adapter.component_class(component),
+        config,
+        plan.layer_range(component),
+        state,
+        context,
+        plan.canonical_names(),
+    )
 
 
 class ModelFactory:
@@ -96,7 +113,7 @@ class ModelFactory:
         )
         if auto_save:
             check_storage_writable(cast(str, storage_path))
-        config = load_config(directory, attn_implementation)
+        config = hf_config(plan.config, attn_implementation)
         context = SplitContext(
             model_type=plan.model_type,
             source=str(model_name_or_path),

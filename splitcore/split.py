@@ -18,6 +18,7 @@ from splitcore.models import check_model_type
 from splitcore.plan import SplitPlan
 from splitcore.storage import (
     COMPONENTS,
+    FORMATS,
     Component,
     SaveReport,
     StorageError,
@@ -81,24 +82,36 @@ class SplitResult:
     components: list[ComponentResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = _camel(asdict(self))
+        document: dict[str, Any] = camel(asdict(self))
         return document
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
 
-def _camel(value: Any) -> Any:
+def camel(value: Any) -> Any:
     if isinstance(value, dict):
-        return {_camel_key(key): _camel(item) for key, item in value.items()}
+        return {_camel_key(key): camel(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_camel(item) for item in value]
+        return [camel(item) for item in value]
     return value
 
 
 def _camel_key(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def remove_stale_temp_files(storage_path: str | Path, model_name: str, split_config: str) -> None:
+    """Remove temp files a killed writer of these very components left behind (never others)."""
+    for component in COMPONENTS:
+        for file_format in FORMATS:
+            final = StorageManager.get_split_model_path(
+                storage_path, model_name, component, split_config, file_format
+            )
+            for name in (final.name, StorageManager.get_model_metadata_path(final).name):
+                for stale in final.parent.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
 
 
 def check_storage_writable(storage_path: str | Path) -> None:
@@ -140,6 +153,7 @@ def split_checkpoint(
     plan = SplitPlan.build(model_type, checkpoint, split_point_1, split_point_2)
     if save:
         check_storage_writable(storage_path)
+        remove_stale_temp_files(storage_path, name, plan.split_config)
         report = SaveReport(storage_path, out)
     results = []
     for component in COMPONENTS:

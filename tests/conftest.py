@@ -27,6 +27,54 @@ GPT2_TINY: dict[str, Any] = {
     "eos_token_id": 0,
 }
 
+FAMILY_VOCAB = 96
+_DECODER = {
+    "vocab_size": FAMILY_VOCAB,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # grouped-query attention
+    "max_position_embeddings": 64,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8,
+}
+
+FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": {"model_type": "llama", **_DECODER},
+    "llama-tied": {"model_type": "llama", **_DECODER, "tie_word_embeddings": True},
+    "llama3-rope": {"model_type": "llama", **_DECODER, "rope_parameters": LLAMA3_ROPE},
+    "mistral-sliding": {"model_type": "mistral", **_DECODER, "sliding_window": 4},
+    "qwen2-sliding": {
+        "model_type": "qwen2",
+        **_DECODER,
+        "use_sliding_window": True,
+        "sliding_window": 4,
+        "max_window_layers": 3,  # layers 3.. slide: both mask kinds, in trunk and top
+    },
+    "qwen2-tied": {"model_type": "qwen2", **_DECODER, "tie_word_embeddings": True},
+    "qwen3": {"model_type": "qwen3", **_DECODER, "head_dim": 8},
+    "bert": {
+        "model_type": "bert",
+        "vocab_size": FAMILY_VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+        "type_vocab_size": 2,
+    },
+}
+
 CheckpointWriter = Callable[..., Path]
 
 
@@ -85,3 +133,32 @@ def full_model() -> Callable[[Path, str], Any]:
         ).eval()
 
     return load
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `family` runs for every family config (or those its `families` mark names)."""
+    if "family" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("families")
+        metafunc.parametrize("family", marker.args if marker else list(FAMILY_CONFIGS))
+
+
+@pytest.fixture(scope="session")
+def family_configs() -> dict[str, dict[str, Any]]:
+    return FAMILY_CONFIGS
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every family config as a checkpoint on disk (6 layers; split them 2-4)."""
+    root = tmp_path_factory.mktemp("families")
+    return {name: write_checkpoint(root / name, config) for name, config in FAMILY_CONFIGS.items()}
+
+
+@pytest.fixture
+def family_config(family: str) -> dict[str, Any]:
+    return FAMILY_CONFIGS[family]
+
+
+@pytest.fixture
+def family_checkpoint(family: str, family_checkpoints: dict[str, Path]) -> Path:
+    return family_checkpoints[family]

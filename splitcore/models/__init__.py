@@ -17,10 +17,31 @@ from splitcore.models.base import (
     TopModel,
     TrunkModel,
 )
+from splitcore.models.bert import BERT, BertBottomModel, BertTopModel, BertTrunkModel
 from splitcore.models.gpt2 import GPT2, GPT2BottomModel, GPT2TopModel, GPT2TrunkModel
+from splitcore.models.llama import (
+    LLAMA,
+    MISTRAL,
+    QWEN2,
+    QWEN3,
+    LlamaBottomModel,
+    LlamaTopModel,
+    LlamaTrunkModel,
+    MistralBottomModel,
+    MistralTopModel,
+    MistralTrunkModel,
+    Qwen2BottomModel,
+    Qwen2TopModel,
+    Qwen2TrunkModel,
+    Qwen3BottomModel,
+    Qwen3TopModel,
+    Qwen3TrunkModel,
+)
 
 #: Every `model_type` the library can split, by the `model_type` of its `config.json`.
-FAMILIES: dict[str, FamilyAdapter] = {adapter.model_type: adapter for adapter in (GPT2,)}
+FAMILIES: dict[str, FamilyAdapter] = {
+    adapter.model_type: adapter for adapter in (GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, BERT)
+}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*FAMILIES, "auto")
 
 
@@ -62,11 +83,26 @@ __all__ = [
     "FAMILIES",
     "SUPPORTED_MODEL_TYPES",
     "BaseSplitModel",
+    "BertBottomModel",
+    "BertTopModel",
+    "BertTrunkModel",
     "BottomModel",
     "FamilyAdapter",
     "GPT2BottomModel",
     "GPT2TopModel",
     "GPT2TrunkModel",
+    "LlamaBottomModel",
+    "LlamaTopModel",
+    "LlamaTrunkModel",
+    "MistralBottomModel",
+    "MistralTopModel",
+    "MistralTrunkModel",
+    "Qwen2BottomModel",
+    "Qwen2TopModel",
+    "Qwen2TrunkModel",
+    "Qwen3BottomModel",
+    "Qwen3TopModel",
+    "Qwen3TrunkModel",
     "SplitContext",
     "TensorLayout",
     "TopModel",

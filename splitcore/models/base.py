@@ -95,6 +95,9 @@ class FamilyAdapter:
     hidden_size_keys: ClassVar[tuple[str, ...]] = ("hidden_size",)
     #: whether a checkpoint whose config omits `tie_word_embeddings` ties its head.
     tie_default: ClassVar[bool] = False
+    #: encoders (BERT) pad on the right and are compared with `AutoModel`; decoders pad on
+    #: the left and are compared with `AutoModelForCausalLM`.
+    is_encoder: ClassVar[bool] = False
 
     def __init__(self, model_type: str, class_prefix: str) -> None:
         self.model_type = model_type
