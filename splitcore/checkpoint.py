@@ -1,7 +1,7 @@
 """Source checkpoints: a local directory (config.json + safetensors) or a Hugging Face hub id.
 
-Tensors are read one by one through `safe_open`, which maps the file and hands out tensors
-backed by the page cache, so reading a component never materialises the whole model.
+Safetensors files are memory-mapped (`formats.SafetensorsFile`), so reading a component hands
+out views on the page cache and never materialises the whole model, nor imports torch.
 Pickled `.bin` checkpoints are refused unless the caller opts in, and are then loaded with
 `torch.load(..., weights_only=True)`. Remote code is never trusted.
 """
@@ -12,11 +12,14 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from splitcore.formats import FormatError, SafetensorsFile, TensorData
+
+if TYPE_CHECKING:
+    import torch
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -70,13 +73,11 @@ def download_from_hub(repo_id: str, allow_pickle: bool = False) -> Path:
         ) from error
 
 
-def _safe_open(path: Path) -> Any:
-    from safetensors import SafetensorError, safe_open
-
+def _open_safetensors(path: Path) -> SafetensorsFile:
     try:
-        return safe_open(str(path), framework="pt", device="cpu")
-    except SafetensorError as error:
-        raise CheckpointError(f"{path} is not a valid safetensors file: {error}") from None
+        return SafetensorsFile(path)
+    except FormatError as error:
+        raise CheckpointError(str(error)) from None
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Checkpoint:
     config: dict[str, Any]
     tensor_files: dict[str, Path]
     pickled: bool = False
+    _files: dict[Path, SafetensorsFile] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, directory: str | Path, allow_pickle: bool = False) -> Checkpoint:
@@ -103,8 +105,9 @@ class Checkpoint:
             raise CheckpointError(f"{config_path} does not hold a JSON object")
         safetensors_files = sorted(directory.glob("*.safetensors"))
         if (directory / SAFETENSORS_INDEX).is_file() or safetensors_files:
-            files = cls._safetensors_files(directory, safetensors_files)
-            return cls(directory, config, files)
+            opened = cls._safetensors_files(directory, safetensors_files)
+            names = {name: path for path, handle in opened.items() for name in handle.names()}
+            return cls(directory, config, names, _files=opened)
         if (directory / PICKLE_INDEX).is_file() or (directory / PICKLE_SINGLE).is_file():
             if not allow_pickle:
                 raise CheckpointError(
@@ -132,7 +135,10 @@ class Checkpoint:
         return files
 
     @classmethod
-    def _safetensors_files(cls, directory: Path, present: list[Path]) -> dict[str, Path]:
+    def _safetensors_files(
+        cls, directory: Path, present: list[Path]
+    ) -> dict[Path, SafetensorsFile]:
+        """Open (and validate) every shard; the index, if any, must agree with the shards."""
         if (directory / SAFETENSORS_INDEX).is_file():
             files = cls._index(directory, SAFETENSORS_INDEX)
             shards = sorted(set(files.values()))
@@ -144,15 +150,12 @@ class Checkpoint:
             raise CheckpointError(
                 f"{directory} has several *.safetensors files but no {SAFETENSORS_INDEX}"
             )
-        listed: dict[str, Path] = {}
-        for shard in shards:
-            with _safe_open(shard) as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
-                    listed[name] = shard
+        opened = {shard: _open_safetensors(shard) for shard in shards}
+        listed = {name: shard for shard, handle in opened.items() for name in handle.names()}
         for name, shard in files.items():
             if listed.get(name) != shard:
                 raise CheckpointError(f"{shard.name} does not hold {name}, as its index says")
-        return listed
+        return opened
 
     @classmethod
     def _pickle_files(cls, directory: Path) -> dict[str, Path]:
@@ -163,6 +166,8 @@ class Checkpoint:
 
     @staticmethod
     def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+        import torch
+
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
@@ -175,35 +180,35 @@ class Checkpoint:
     def names(self) -> list[str]:
         return list(self.tensor_files)
 
-    def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Read the named tensors, opening each file once; tensors share the page cache."""
+    def read(self, names: Iterable[str], private: bool = False) -> dict[str, TensorData]:
+        """The named tensors as bytes; from safetensors these are views on the page cache.
+
+        With `private`, the views come from fresh copy-on-write mappings, so writes to them
+        (training a module built on them) never reach tensors handed out by other reads.
+        """
+        from splitcore.storage import as_tensor_data
+
         by_file: dict[Path, list[str]] = defaultdict(list)
         for name in names:
             if name not in self.tensor_files:
                 raise CheckpointError(f"the checkpoint has no tensor {name!r}")
             by_file[self.tensor_files[name]].append(name)
-        tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, TensorData] = {}
         for path, wanted in by_file.items():
             if self.pickled:
                 loaded = self._load_pickle(path)
-                tensors.update({name: loaded[name] for name in wanted})
-                continue
-            with _safe_open(path) as handle:
-                for name in wanted:
-                    tensors[name] = handle.get_tensor(name)
+                tensors.update({name: as_tensor_data(loaded[name]) for name in wanted})
+            else:
+                mapped = self._files[path].remapped() if private else self._files[path]
+                tensors.update({name: mapped.tensor(name) for name in wanted})
         return tensors
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """Shape and dtype of every tensor, read from the headers only."""
+        """Shape and dtype name of every tensor, from the headers only."""
+        if not self.pickled:
+            return {name: self._files[path].shape(name) for name, path in self.tensor_files.items()}
         result: dict[str, tuple[tuple[int, ...], str]] = {}
-        if self.pickled:
-            for path in sorted(set(self.tensor_files.values())):
-                for name, tensor in self._load_pickle(path).items():
-                    result[name] = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
-            return result
         for path in sorted(set(self.tensor_files.values())):
-            with _safe_open(path) as handle:
-                for name in handle.keys():  # noqa: SIM118
-                    sliced = handle.get_slice(name)
-                    result[name] = (tuple(sliced.get_shape()), str(sliced.get_dtype()))
+            for name, tensor in self._load_pickle(path).items():
+                result[name] = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
         return result

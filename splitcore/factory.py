@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from splitcore.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint_dir
+from splitcore.formats import TensorData
 from splitcore.models import check_model_type
 from splitcore.models.base import BaseSplitModel, BottomModel, SplitContext, TopModel, TrunkModel
 from splitcore.plan import SplitPlan
@@ -37,6 +38,16 @@ def hf_config(config: Mapping[str, Any], attn_implementation: str | None) -> Pre
     return result
 
 
+def to_torch(tensor: TensorData) -> torch.Tensor:
+    """A torch tensor over the same bytes (a copy-on-write view of the mapped checkpoint)."""
+    import torch
+
+    dtype = getattr(torch, tensor.dtype)
+    if tensor.numel == 0:
+        return torch.empty(tensor.shape, dtype=dtype)
+    return torch.frombuffer(tensor.data, dtype=dtype).reshape(tensor.shape)
+
+
 def instantiate(
     model_class: type[BaseSplitModel],
     config: PreTrainedConfig,
@@ -65,8 +76,8 @@ def build_component(
 ) -> BaseSplitModel:
     """One component with exactly its tensors from the checkpoint."""
     names = plan.tensors[component]
-    source_tensors = plan.checkpoint.read(set(names.values()))
-    state = {canonical: source_tensors[source] for canonical, source in names.items()}
+    source_tensors = plan.checkpoint.read(set(names.values()), private=True)
+    state = {canonical: to_torch(source_tensors[source]) for canonical, source in names.items()}
     return instantiate(
         plan.adapter.component_class(component),
         config,

@@ -13,7 +13,7 @@ from typing import Any
 
 from splitcore.checkpoint import Checkpoint, CheckpointError
 from splitcore.models import get_adapter
-from splitcore.models.base import FamilyAdapter
+from splitcore.models.family import FamilyAdapter
 from splitcore.storage import COMPONENTS, Component
 
 

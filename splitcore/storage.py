@@ -11,18 +11,21 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import re
-import struct
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
-
-import torch
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from splitcore.config import parse_split_config
+from splitcore.formats import FileSpan, TensorData, write_safetensors, write_torch_zip
+
+if TYPE_CHECKING:
+    import torch
 
 Component = Literal["bottom", "trunk", "top"]
 COMPONENTS: tuple[Component, ...] = ("bottom", "trunk", "top")
@@ -113,22 +116,55 @@ class StorageManager:
         return path.with_name(path.stem + METADATA_SUFFIX)
 
 
-class _HashingWriter:
-    """A write-only file object that hashes every byte on its way to disk."""
+class HashingSink:
+    """A write-only sink that hashes every byte on its way to disk.
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+    Hashing runs in a second thread on the very buffers being written (hashlib releases the
+    GIL), so sha256 costs no extra pass and overlaps with the kernel's copy.
+    """
 
-    def write(self, data: bytes | memoryview) -> int:
-        self.sha256.update(data)
-        written = self._raw.write(data)
-        self.size += len(data)
-        return written
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.position = 0
+        self.sha256: str | None = None  # set by `finish`
+        self._sha256 = hashlib.sha256()
+        self._queue: queue.Queue[tuple[bytes | memoryview, FileSpan | None] | None] = queue.Queue(
+            maxsize=16
+        )
+        self._hasher = threading.Thread(target=self._hash, name="sha256", daemon=True)
+        self._hasher.start()
 
-    def flush(self) -> None:
-        self._raw.flush()
+    def _hash(self) -> None:
+        while (item := self._queue.get()) is not None:
+            data, span = item
+            self._sha256.update(data)
+            if span is not None:
+                span.release(len(data))  # keep the process's RSS flat on huge models
+
+    def write(self, data: bytes | memoryview, span: FileSpan | None = None) -> None:
+        """Append `data`; bytes that lie in a file (`span`) are copied by the kernel."""
+        self._queue.put((data, span))
+        length = len(data)
+        if span is not None:
+            done = 0
+            while done < length:  # sendfile: an in-kernel copy, like `cp`, across filesystems
+                copied = os.sendfile(self._fd, span.fd, span.offset + done, length - done)
+                if copied == 0:
+                    raise StorageError(f"the source file ended early (fd {span.fd})")
+                done += copied
+        else:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self.position += length
+
+    def finish(self) -> str:
+        """Wait for the hasher; `sha256` is then the digest of everything written."""
+        if self.sha256 is None:
+            self._queue.put(None)
+            self._hasher.join()
+            self.sha256 = self._sha256.hexdigest()
+        return self.sha256
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -140,7 +176,7 @@ def _fsync_directory(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[_HashingWriter]:
+def atomic_writer(path: Path) -> Iterator[HashingSink]:
     """Write `path` through a temp file in the same folder, fsync, then rename.
 
     A crash, a full disk or an exception never leaves a file under the final name: either the
@@ -149,21 +185,26 @@ def atomic_writer(path: Path) -> Iterator[_HashingWriter]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(temp_name)
+    sink = HashingSink(fd)
     try:
-        with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw:
-            writer = _HashingWriter(raw)
-            yield writer
-            raw.flush()
-            os.fsync(raw.fileno())
-        temp.chmod(0o644)
+        try:
+            yield sink
+        finally:
+            sink.finish()  # always stop the hasher thread
+        os.fsync(fd)
+        os.fchmod(fd, 0o644)
+        os.close(fd)
+        fd = -1
         temp.replace(path)
         _fsync_directory(path.parent)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         temp.unlink(missing_ok=True)
         raise
 
 
-def canonical_order(names: list[str] | Any) -> list[str]:
+def canonical_order(names: Iterable[str]) -> list[str]:
     """Tensor names in a stable, human order (layer 2 before layer 10).
 
     Both the library and the streaming split write tensors in this order, which is what makes
@@ -172,84 +213,45 @@ def canonical_order(names: list[str] | Any) -> list[str]:
     return sorted(names, key=lambda name: [int(p) if p.isdigit() else p for p in name.split(".")])
 
 
-def _write_safetensors(
-    tensors: Mapping[str, torch.Tensor], out: _HashingWriter, header_metadata: dict[str, str]
-) -> None:
-    """Stream a safetensors file without building it in memory (the library's `save_file` does)."""
-    header: dict[str, Any] = {"__metadata__": header_metadata}
-    offset = 0
-    for name in tensors:
-        tensor = tensors[name]
-        nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    out.write(struct.pack("<Q", len(encoded)))
-    out.write(encoded)
-    for name in tensors:
-        tensor = tensors[name].contiguous()
-        if tensor.numel():
-            out.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+def as_tensor_data(tensor: TensorData | torch.Tensor) -> TensorData:
+    """Bytes of a tensor without copying where it is already contiguous on the CPU."""
+    if isinstance(tensor, TensorData):
+        return tensor
+    import torch
 
-
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-    torch.float8_e4m3fn: "F8_E4M3",
-    torch.float8_e5m2: "F8_E5M2",
-}
-
-
-def _standalone(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU tensor that owns exactly its storage, so `torch.save` writes only its bytes."""
-    tensor = tensor.detach().cpu()
-    owns_storage = (
-        tensor.is_contiguous()
-        and tensor.storage_offset() == 0
-        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
-    )
-    return tensor if owns_storage else tensor.clone(memory_format=torch.contiguous_format)
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if flat.numel() == 0:
+        return TensorData(dtype, tuple(tensor.shape), memoryview(b""))
+    data = memoryview(flat.view(torch.uint8).numpy().data).cast("B")
+    return TensorData(dtype, tuple(tensor.shape), data)
 
 
 def write_weights(
-    tensors: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, TensorData | torch.Tensor],
     path: Path,
     file_format: str = "pt",
-    header_metadata: dict[str, str] | None = None,
+    header_metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Atomically write a component's tensors; return the sha256 of the bytes written.
 
     `pt` is a plain `state_dict` that `torch.load(path, weights_only=True)` reads; tensors are
     written in `canonical_order` so two writers of the same tensors produce the same bytes.
     """
-    ordered = {name: _standalone(tensors[name]) for name in canonical_order(list(tensors))}
-    with atomic_writer(path) as out:
+    check_format(file_format)
+    ordered = {name: as_tensor_data(tensors[name]) for name in canonical_order(tensors)}
+    with atomic_writer(path) as sink:
         if file_format == "pt":
-            torch.save(ordered, out)  # type: ignore[arg-type]
-        elif file_format == "safetensors":
-            _write_safetensors(ordered, out, header_metadata or {})
+            write_torch_zip(ordered, sink)
         else:
-            check_format(file_format)
-    return out.sha256.hexdigest()
+            write_safetensors(ordered, sink, header_metadata or {})
+    return sink.finish()
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
     """Atomically write a JSON document (indented, keys in insertion order)."""
-    with atomic_writer(path) as out:
-        out.write((json.dumps(document, indent=2) + "\n").encode())
+    with atomic_writer(path) as sink:
+        sink.write((json.dumps(document, indent=2) + "\n").encode())
 
 
 def sha256_file(path: Path) -> str:
@@ -269,12 +271,12 @@ class TensorSummary:
     dtype: str
 
     @classmethod
-    def of(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSummary:
-        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    def of(cls, tensors: Mapping[str, TensorData | torch.Tensor]) -> TensorSummary:
+        data = [as_tensor_data(t) for t in tensors.values()]
         return cls(
-            num_parameters=sum(t.numel() for t in tensors.values()),
-            memory_bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
-            dtype=",".join(dtypes),
+            num_parameters=sum(t.numel for t in data),
+            memory_bytes=sum(t.nbytes for t in data),
+            dtype=",".join(sorted({t.dtype for t in data})),
         )
 
 
@@ -327,7 +329,7 @@ def header_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
 
 
 def save_component(
-    tensors: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, TensorData | torch.Tensor],
     path: Path,
     metadata: dict[str, Any],
     save_metadata: bool = True,
@@ -377,6 +379,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a component file written by `write_weights`, never unpickling arbitrary objects."""
+    import torch
+
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

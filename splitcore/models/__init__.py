@@ -1,48 +1,42 @@
-"""Model families: one small adapter per family over the shared mechanism in `base`.
+"""Model families: one small adapter per family over the shared mechanism.
 
-To add a family, write an adapter (see `gpt2.py`) and register its model types here.
+To add a family, write an adapter (see `gpt2.py`) and register its model types here. Importing
+this package does not import torch: the streaming split only needs the adapters' layouts.
+The component classes (`GPT2BottomModel`, `LlamaTrunkModel`, ...) are created on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from splitcore.models.base import (
-    BaseSplitModel,
-    BottomModel,
-    FamilyAdapter,
-    SplitContext,
-    TensorLayout,
-    TopModel,
-    TrunkModel,
-)
-from splitcore.models.bert import BERT, BertBottomModel, BertTopModel, BertTrunkModel
-from splitcore.models.gpt2 import GPT2, GPT2BottomModel, GPT2TopModel, GPT2TrunkModel
-from splitcore.models.llama import (
-    LLAMA,
-    MISTRAL,
-    QWEN2,
-    QWEN3,
-    LlamaBottomModel,
-    LlamaTopModel,
-    LlamaTrunkModel,
-    MistralBottomModel,
-    MistralTopModel,
-    MistralTrunkModel,
-    Qwen2BottomModel,
-    Qwen2TopModel,
-    Qwen2TrunkModel,
-    Qwen3BottomModel,
-    Qwen3TopModel,
-    Qwen3TrunkModel,
-)
+from splitcore.models.bert import BERT
+from splitcore.models.family import FamilyAdapter, TensorLayout
+from splitcore.models.gpt2 import GPT2
+from splitcore.models.llama import LLAMA, MISTRAL, QWEN2, QWEN3
+from splitcore.storage import COMPONENTS
+
+if TYPE_CHECKING:
+    from splitcore.models.base import BaseSplitModel
 
 #: Every `model_type` the library can split, by the `model_type` of its `config.json`.
 FAMILIES: dict[str, FamilyAdapter] = {
     adapter.model_type: adapter for adapter in (GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, BERT)
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*FAMILIES, "auto")
+_CLASSES = {
+    adapter.class_name(component): (adapter, component)
+    for adapter in FAMILIES.values()
+    for component in COMPONENTS
+}
+
+
+def __getattr__(name: str) -> type[BaseSplitModel]:
+    """`from splitcore.models import GPT2BottomModel` (the classes are made on first use)."""
+    if name in _CLASSES:
+        adapter, component = _CLASSES[name]
+        return adapter.component_class(component)
+    raise AttributeError(f"module 'splitcore.models' has no attribute {name!r}")
 
 
 def check_model_type(model_type: str) -> str:
@@ -82,31 +76,9 @@ def get_adapter(model_type: str, config: Mapping[str, Any]) -> FamilyAdapter:
 __all__ = [
     "FAMILIES",
     "SUPPORTED_MODEL_TYPES",
-    "BaseSplitModel",
-    "BertBottomModel",
-    "BertTopModel",
-    "BertTrunkModel",
-    "BottomModel",
     "FamilyAdapter",
-    "GPT2BottomModel",
-    "GPT2TopModel",
-    "GPT2TrunkModel",
-    "LlamaBottomModel",
-    "LlamaTopModel",
-    "LlamaTrunkModel",
-    "MistralBottomModel",
-    "MistralTopModel",
-    "MistralTrunkModel",
-    "Qwen2BottomModel",
-    "Qwen2TopModel",
-    "Qwen2TrunkModel",
-    "Qwen3BottomModel",
-    "Qwen3TopModel",
-    "Qwen3TrunkModel",
-    "SplitContext",
     "TensorLayout",
-    "TopModel",
-    "TrunkModel",
     "check_model_type",
     "get_adapter",
+    *_CLASSES,
 ]

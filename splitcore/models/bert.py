@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from splitcore.models.base import BaseSplitModel, FamilyAdapter, LayerKwargs, TensorLayout
+from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
     from transformers import PreTrainedConfig
     from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from splitcore.models.base import BaseSplitModel
 
 POOLER_WEIGHT = "pooler.dense.weight"
 
@@ -90,4 +91,3 @@ class BertAdapter(FamilyAdapter):
 
 
 BERT = BertAdapter("bert", "Bert")
-BertBottomModel, BertTrunkModel, BertTopModel = BERT.bottom_class, BERT.trunk_class, BERT.top_class

@@ -5,19 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from splitcore.models.base import (
-    BaseSplitModel,
-    FamilyAdapter,
-    LayerKwargs,
-    TensorLayout,
-    default_positions,
-)
+from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
     from transformers import PreTrainedConfig
+
+    from splitcore.models.base import BaseSplitModel
 
 
 class GPT2Adapter(FamilyAdapter):
@@ -36,6 +31,8 @@ class GPT2Adapter(FamilyAdapter):
     tie_default = True
 
     def embedding_modules(self, config: PreTrainedConfig) -> dict[str, nn.Module]:
+        from torch import nn
+
         return {
             "wte": nn.Embedding(config.vocab_size, config.hidden_size),
             "wpe": nn.Embedding(config.max_position_embeddings, config.hidden_size),
@@ -50,6 +47,8 @@ class GPT2Adapter(FamilyAdapter):
     def final_modules(
         self, config: PreTrainedConfig, available: Collection[str] | None
     ) -> dict[str, nn.Module]:
+        from torch import nn
+
         return {"ln_f": nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)}
 
     def embed(
@@ -59,6 +58,8 @@ class GPT2Adapter(FamilyAdapter):
         position_ids: torch.Tensor | None,
         **inputs: Any,
     ) -> torch.Tensor:
+        from splitcore.models.base import default_positions
+
         token_type_ids: torch.Tensor | None = inputs.pop("token_type_ids", None)
         if inputs:
             raise TypeError(f"unexpected inputs for a GPT-2 bottom: {', '.join(inputs)}")
@@ -80,6 +81,8 @@ class GPT2Adapter(FamilyAdapter):
     ) -> LayerKwargs:
         from transformers.masking_utils import create_causal_mask
 
+        from splitcore.models.base import default_positions
+
         positions = default_positions(hidden_states) if position_ids is None else position_ids
         if attention_mask is not None and attention_mask.ndim < 4:
             attention_mask = attention_mask.view(hidden_states.shape[0], -1)
@@ -95,6 +98,3 @@ class GPT2Adapter(FamilyAdapter):
 
 
 GPT2 = GPT2Adapter("gpt2", "GPT2")
-GPT2BottomModel = GPT2.bottom_class
-GPT2TrunkModel = GPT2.trunk_class
-GPT2TopModel = GPT2.top_class

@@ -11,19 +11,14 @@ import importlib
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from splitcore.models.base import (
-    BaseSplitModel,
-    FamilyAdapter,
-    LayerKwargs,
-    TensorLayout,
-    default_positions,
-)
+from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
     from transformers import PreTrainedConfig
+
+    from splitcore.models.base import BaseSplitModel
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -59,6 +54,8 @@ class LlamaLayoutAdapter(FamilyAdapter):
         return getattr(module, f"{self.class_prefix}{suffix}")
 
     def embedding_modules(self, config: PreTrainedConfig) -> dict[str, nn.Module]:
+        from torch import nn
+
         return {
             "embed_tokens": nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         }
@@ -104,6 +101,8 @@ class LlamaLayoutAdapter(FamilyAdapter):
             create_sliding_window_causal_mask,
         )
 
+        from splitcore.models.base import default_positions
+
         config = component.config
         positions = default_positions(hidden_states) if position_ids is None else position_ids
         builders = {
@@ -132,24 +131,3 @@ LLAMA = LlamaLayoutAdapter("llama", "Llama")
 MISTRAL = LlamaLayoutAdapter("mistral", "Mistral")
 QWEN2 = LlamaLayoutAdapter("qwen2", "Qwen2")
 QWEN3 = LlamaLayoutAdapter("qwen3", "Qwen3")
-
-LlamaBottomModel, LlamaTrunkModel, LlamaTopModel = (
-    LLAMA.bottom_class,
-    LLAMA.trunk_class,
-    LLAMA.top_class,
-)
-MistralBottomModel, MistralTrunkModel, MistralTopModel = (
-    MISTRAL.bottom_class,
-    MISTRAL.trunk_class,
-    MISTRAL.top_class,
-)
-Qwen2BottomModel, Qwen2TrunkModel, Qwen2TopModel = (
-    QWEN2.bottom_class,
-    QWEN2.trunk_class,
-    QWEN2.top_class,
-)
-Qwen3BottomModel, Qwen3TrunkModel, Qwen3TopModel = (
-    QWEN3.bottom_class,
-    QWEN3.trunk_class,
-    QWEN3.top_class,
-)

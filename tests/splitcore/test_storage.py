@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from splitcore import ModelFactory, StorageManager
-from splitcore.storage import model_name_from_path, validate_model_name
+from splitcore.storage import HashingSink, model_name_from_path, validate_model_name
 
 GUIDE_METADATA_KEYS = [
     "model_class",
@@ -226,11 +226,14 @@ def test_saved_components_load_standalone_as_the_guide_shows(gpt2_checkpoint, tm
 def test_files_never_appear_half_written(gpt2_checkpoint, tmp_path, monkeypatch, capsys):
     """A failure while writing leaves neither the final file nor a temp file behind."""
     bottom, _, _ = ModelFactory.create_split_models("gpt2", str(gpt2_checkpoint), 2, 10)
+    real_write = HashingSink.write
 
-    def fail(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def write_then_fill_the_disk(self, data, span=None):
+        if self.position > 1000:
+            raise OSError(28, "No space left on device")
+        real_write(self, data, span)
 
-    monkeypatch.setattr(torch, "save", fail)
+    monkeypatch.setattr(HashingSink, "write", write_then_fill_the_disk)
     with pytest.raises(OSError, match="No space left"):
         bottom.save_split_model(tmp_path / "bottom.pt")
     assert list(tmp_path.iterdir()) == []
