@@ -25,7 +25,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 class CheckpointError(ValueError):
@@ -50,7 +50,7 @@ def resolve_checkpoint_dir(model_name_or_path: str | Path, allow_pickle: bool = 
                 f"{text} is a file; pass the checkpoint directory holding config.json"
             )
         return path
-    if _looks_like_local_path(text) or not _HUB_ID.match(text) or ".." in text:
+    if _looks_like_local_path(text) or not HUB_ID.match(text) or ".." in text:
         raise FileNotFoundError(f"no checkpoint directory at {text}")
     return download_from_hub(text, allow_pickle)
 

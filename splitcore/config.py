@@ -70,7 +70,7 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
         if isinstance(value, expected):
             return value
         if isinstance(value, Mapping):
-            return _from_mapping(expected, value, where)
+            return from_mapping(expected, value, where)
         raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
     if origin is dict or expected is dict:
         if not isinstance(value, Mapping):
@@ -97,7 +97,7 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {_type_name(expected)}")  # pragma: no cover
 
 
-def _from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     """Build dataclass `cls` from `data`, rejecting unknown keys and wrongly typed values."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -127,7 +127,7 @@ class _YamlConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return _from_mapping(cls, data, "")
+        return from_mapping(cls, data, "")
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the configuration as YAML with the guide's keys, in the guide's order."""
@@ -221,7 +221,7 @@ class ModelConfig(_YamlConfig):
 
     def __post_init__(self) -> None:
         if isinstance(self.split_storage_config, Mapping):
-            self.split_storage_config = _from_mapping(
+            self.split_storage_config = from_mapping(
                 SplitStorageConfig, self.split_storage_config, "split_storage_config"
             )
         for name in ("model_id", "model_path", "model_type"):

@@ -7,8 +7,11 @@ so peak memory follows the largest component, not the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,13 +24,15 @@ from splitcore.storage import (
     FORMATS,
     Component,
     SaveReport,
+    StagedFile,
     StorageError,
     StorageManager,
     TensorSummary,
     build_metadata,
     check_format,
+    commit_component,
     resolve_model_name,
-    save_component,
+    stage_component,
 )
 
 
@@ -114,6 +119,28 @@ def remove_stale_temp_files(storage_path: str | Path, model_name: str, split_con
                     stale.unlink(missing_ok=True)
 
 
+def _commit(
+    staged: StagedFile,
+    path: Path,
+    metadata: dict[str, Any],
+    report: SaveReport,
+    failed: threading.Event,
+) -> ComponentResult:
+    """Commit one component unless an earlier step failed (then leave nothing behind)."""
+    if failed.is_set():
+        staged.abort()
+        raise RuntimeError("an earlier component failed")
+    try:
+        metadata = commit_component(staged, path, metadata)
+    except BaseException:
+        failed.set()
+        raise
+    report.saved(metadata["component"], path)
+    return ComponentResult.from_metadata(
+        metadata, path, StorageManager.get_model_metadata_path(path)
+    )
+
+
 def check_storage_writable(storage_path: str | Path) -> None:
     """Fail before any work if the storage folder cannot be created or written."""
     base = Path(storage_path)
@@ -155,34 +182,48 @@ def split_checkpoint(
         check_storage_writable(storage_path)
         remove_stale_temp_files(storage_path, name, plan.split_config)
         report = SaveReport(storage_path, out)
-    results = []
-    for component in COMPONENTS:
-        names = plan.tensors[component]
-        source_tensors = checkpoint.read(set(names.values()))
-        tensors = {canonical: source_tensors[source] for canonical, source in names.items()}
-        start, end = plan.layer_range(component)
-        metadata = build_metadata(
-            model_class=plan.adapter.class_name(component),
-            component=component,
-            start_layer=start,
-            end_layer=end,
-            summary=TensorSummary.of(tensors),
-            config=plan.config,
-            model_type=plan.model_type,
-            split_config=plan.split_config,
-            source=str(model_name_or_path),
-            file_format=file_format,
-        )
-        path = metadata_path = None
-        if save:
-            path = StorageManager.get_split_model_path(
-                storage_path, name, component, plan.split_config, file_format
-            )
-            metadata = save_component(tensors, path, metadata)
-            metadata_path = StorageManager.get_model_metadata_path(path)
-            report.saved(component, path)
-        del source_tensors, tensors
-        results.append(ComponentResult.from_metadata(metadata, path, metadata_path))
+    results: list[ComponentResult] = []
+    # Commits (fsync, rename, metadata) run in order on a second thread while the next
+    # component is being written: the disk flushes one file as the next one streams.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as committer:
+        pending: list[Future[ComponentResult]] = []
+        failed = threading.Event()
+        try:
+            for component in COMPONENTS:
+                if failed.is_set():
+                    break  # a commit failed: its error is raised below
+                names = plan.tensors[component]
+                source_tensors = checkpoint.read(set(names.values()))
+                tensors = {canonical: source_tensors[source] for canonical, source in names.items()}
+                start, end = plan.layer_range(component)
+                metadata = build_metadata(
+                    model_class=plan.adapter.class_name(component),
+                    component=component,
+                    start_layer=start,
+                    end_layer=end,
+                    summary=TensorSummary.of(tensors),
+                    config=plan.config,
+                    model_type=plan.model_type,
+                    split_config=plan.split_config,
+                    source=str(model_name_or_path),
+                    file_format=file_format,
+                )
+                if not save:
+                    results.append(ComponentResult.from_metadata(metadata, None, None))
+                    continue
+                path = StorageManager.get_split_model_path(
+                    storage_path, name, component, plan.split_config, file_format
+                )
+                staged = stage_component(tensors, path, metadata)
+                pending.append(committer.submit(_commit, staged, path, metadata, report, failed))
+                del source_tensors, tensors
+        except BaseException:
+            failed.set()
+            for future in pending:  # let queued commits abort; the first error is ours
+                with contextlib.suppress(BaseException):
+                    future.result()
+            raise
+        results += [future.result() for future in pending]
     if save:
         report.done()
     return SplitResult(

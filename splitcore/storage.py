@@ -175,6 +175,59 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
+class StagedFile:
+    """A file written to a temp name beside its final one, waiting to be committed.
+
+    `commit` makes it durable and visible (fsync, rename, fsync the folder); `abort` removes
+    it. Until `commit`, nothing exists under the final name, whatever happens.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd, temp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+        self.temp = Path(temp_name)
+        self.sink = HashingSink(self._fd)
+
+    @property
+    def sha256(self) -> str:
+        return self.sink.finish()
+
+    def commit(self) -> None:
+        try:
+            self.sink.finish()
+            os.fsync(self._fd)
+            os.fchmod(self._fd, 0o644)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self._fd)
+        self._fd = -1
+        self.temp.replace(self.path)
+        _fsync_directory(self.path.parent)
+
+    def abort(self) -> None:
+        self.sink.finish()  # always stop the hasher thread
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_file(path: Path) -> Iterator[StagedFile]:
+    """A `StagedFile` that is aborted if writing it raises; the caller commits it."""
+    staged = StagedFile(path)
+    try:
+        yield staged
+        staged.sink.finish()
+    except BaseException:
+        staged.abort()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_writer(path: Path) -> Iterator[HashingSink]:
     """Write `path` through a temp file in the same folder, fsync, then rename.
@@ -182,26 +235,9 @@ def atomic_writer(path: Path) -> Iterator[HashingSink]:
     A crash, a full disk or an exception never leaves a file under the final name: either the
     old file (if any) or the complete new one is there.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temp = Path(temp_name)
-    sink = HashingSink(fd)
-    try:
-        try:
-            yield sink
-        finally:
-            sink.finish()  # always stop the hasher thread
-        os.fsync(fd)
-        os.fchmod(fd, 0o644)
-        os.close(fd)
-        fd = -1
-        temp.replace(path)
-        _fsync_directory(path.parent)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
+    with staged_file(path) as staged:
+        yield staged.sink
+    staged.commit()
 
 
 def canonical_order(names: Iterable[str]) -> list[str]:
@@ -238,14 +274,26 @@ def write_weights(
     `pt` is a plain `state_dict` that `torch.load(path, weights_only=True)` reads; tensors are
     written in `canonical_order` so two writers of the same tensors produce the same bytes.
     """
+    staged = stage_weights(tensors, path, file_format, header_metadata)
+    staged.commit()
+    return staged.sha256
+
+
+def stage_weights(
+    tensors: Mapping[str, TensorData | torch.Tensor],
+    path: Path,
+    file_format: str = "pt",
+    header_metadata: Mapping[str, str] | None = None,
+) -> StagedFile:
+    """Write a component's tensors to a temp file beside `path`; the caller commits it."""
     check_format(file_format)
     ordered = {name: as_tensor_data(tensors[name]) for name in canonical_order(tensors)}
-    with atomic_writer(path) as sink:
+    with staged_file(path) as staged:
         if file_format == "pt":
-            write_torch_zip(ordered, sink)
+            write_torch_zip(ordered, staged.sink)
         else:
-            write_safetensors(ordered, sink, header_metadata or {})
-    return sink.finish()
+            write_safetensors(ordered, staged.sink, header_metadata or {})
+    return staged
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
@@ -339,8 +387,23 @@ def save_component(
     The library (`save_split_model`) and the streaming split both end here, which is what
     keeps their files identical.
     """
-    sha256 = write_weights(tensors, path, metadata["format"], header_metadata(metadata))
-    metadata = {**metadata, "sha256": sha256}
+    staged = stage_component(tensors, path, metadata)
+    return commit_component(staged, path, metadata, save_metadata)
+
+
+def stage_component(
+    tensors: Mapping[str, TensorData | torch.Tensor], path: Path, metadata: dict[str, Any]
+) -> StagedFile:
+    """The first half of `save_component`: the weights, written and hashed, not yet visible."""
+    return stage_weights(tensors, path, metadata["format"], header_metadata(metadata))
+
+
+def commit_component(
+    staged: StagedFile, path: Path, metadata: dict[str, Any], save_metadata: bool = True
+) -> dict[str, Any]:
+    """The second half: make the weights durable and visible, then write their metadata."""
+    staged.commit()
+    metadata = {**metadata, "sha256": staged.sha256}
     if save_metadata:
         write_json(StorageManager.get_model_metadata_path(path), metadata)
     return metadata

@@ -1,0 +1,442 @@
+"""Reconciliation: from a SplitModel to a Job, and from a finished Job to the status.
+
+Level-driven and idempotent: every decision is taken from what is in the cluster (the
+resource, its claims, its Jobs, their Pods), never from memory, so a restarted operator
+resumes where the cluster is. The handlers in `handlers` only call into this module.
+
+The only object the operator writes for a SplitModel is its status, through
+`write_status`, which re-reads the resource and retries on a stale resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from splitlearn_operator import builders
+from splitlearn_operator import status as states
+from splitlearn_operator.api import EVENTS, JOBS, PODS, PVCS, SPLITMODELS, ApiError, Client
+from splitlearn_operator.config import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_SPEC_HASH,
+    LABEL_SPLITMODEL,
+    MANAGED_BY,
+    OperatorConfig,
+)
+from splitlearn_operator.metrics import Metrics
+from splitlearn_operator.outcome import is_complete, is_finished, job_outcome
+from splitlearn_operator.spec import ResolvedSpec, SpecError, resolve_spec
+from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verification
+
+Transform = Callable[[dict[str, Any], SplitModelStatus], SplitModelStatus | None]
+
+#: Stalls a user fixes outside the SplitModel (by creating a claim): retried on a timer.
+WAITING_REASONS = ("SourceClaimNotFound", "StorageClaimNotFound")
+STATUS_WRITE_ATTEMPTS = 8
+
+
+def _key(body: dict[str, Any]) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class Reconciler:
+    """The operator's logic; one per process, holding its API client and metrics."""
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        client: Client,
+        metrics: Metrics,
+        namespaces: list[str] | None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = metrics
+        self.namespaces = namespaces  # None: cluster-wide
+        self._slots = asyncio.Lock()  # counting and creating Jobs is one atomic step
+        self._locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # ---------------------------------------------------------------- status and events
+
+    async def write_status(self, namespace: str, name: str, transform: Transform) -> dict[str, Any]:
+        """Read-modify-write of `.status` with the resourceVersion as a precondition."""
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            body = await self.client.get(SPLITMODELS, namespace, name)
+            current = states.SplitModelStatus.from_dict(body.get("status"))
+            new = transform(body, current)
+            if new is None or new == current:
+                return body
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": new.to_dict(),
+            }
+            try:
+                return await self.client.patch(SPLITMODELS, namespace, name, patch, "status")
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+        raise kopf.TemporaryError("the SplitModel keeps changing; will retry", delay=1)
+
+    async def event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post an Event; losing one must never fail a reconciliation."""
+        try:
+            await self.client.create(
+                EVENTS, body["metadata"]["namespace"],
+                builders.build_event(body, kind, reason, message),
+            )  # fmt: skip
+        except ApiError as error:
+            logging.getLogger(__name__).warning("could not post the %s Event: %s", reason, error)
+
+    async def stall(self, body: dict[str, Any], reason: str, message: str) -> None:
+        """Ready=False, Stalled=True, lastFailure, a Warning Event (once per transition)."""
+        namespace, name = _key(body)
+        generation = int(body["metadata"].get("generation", 1))
+        moment = states.now_rfc3339()
+        before = states.SplitModelStatus.from_dict(body.get("status"))
+        stalled = before.condition(states.STALLED)
+        await self.write_status(
+            namespace, name, lambda _, s: states.stalled(s, generation, reason, message, moment)
+        )
+        if not (stalled and stalled.status == states.TRUE and stalled.reason == reason):
+            self.metrics.failures.labels(reason).inc()
+            await self.event(body, "Warning", reason, message)
+
+    # ---------------------------------------------------------------- create / update / resume
+
+    async def reconcile(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+        """Bring the cluster to the spec: claims, then exactly one Job for this spec."""
+        namespace, name = _key(body)
+        async with self._locks[(namespace, name)]:
+            await self._reconcile(body, logger)
+
+    async def _reconcile(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+        namespace, name = _key(body)
+        generation = int(body["metadata"].get("generation", 1))
+        try:
+            spec = resolve_spec(body, self.config)
+        except SpecError as error:
+            self.metrics.reconciles.labels("invalid").inc()
+            await self.stall(body, error.reason, str(error))
+            raise kopf.PermanentError(f"{error.reason}: {error}") from None
+
+        current = states.SplitModelStatus.from_dict(body.get("status"))
+        if self._already_done(current, spec, generation):
+            self.metrics.reconciles.labels("unchanged").inc()
+            return
+
+        await self._ensure_claims(body, spec)
+        job_name = builders.job_name(name, spec.spec_hash)
+        try:
+            job = await self.client.get(JOBS, namespace, job_name)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            job = None
+        if job is not None:  # a restart, or a spec reverted: adopt what exists
+            logger.info("adopting Job %s", job_name)
+            self.metrics.reconciles.labels("adopted").inc()
+            await self._mark_reconciling(body, spec, job_name)
+            if is_finished(job):
+                await self._record(job)
+            return
+
+        await self._delete_stale_jobs(namespace, name, keep=spec.spec_hash)
+        async with self._slots:
+            running = await self._running_jobs()
+            limit = self.config.server.max_models
+            if running >= limit:
+                self.metrics.set_queued((namespace, name), True)
+                self.metrics.reconciles.labels("queued").inc()
+                moment = states.now_rfc3339()
+
+                def wait(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
+                    return states.queued(status, generation, spec.spec_hash, running, limit, moment)
+
+                await self.write_status(namespace, name, wait)
+                was_ready = current.condition(states.READY)
+                if was_ready is None or was_ready.reason != states.REASON_QUEUED:
+                    await self.event(
+                        body, "Normal", states.REASON_QUEUED,
+                        f"{running} of max_models={limit} split Jobs are running; waiting",
+                    )  # fmt: skip
+                raise kopf.TemporaryError(
+                    f"queued: {running}/{limit} Jobs running",
+                    delay=self.config.extras.queue_retry_seconds,
+                )
+            # Status first: a fast Job may finish before we return from `create`.
+            await self._mark_reconciling(body, spec, job_name)
+            try:
+                await self.client.create(
+                    JOBS, namespace, builders.build_split_job(body, spec, self.config)
+                )
+                created = True
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+                created = False  # it exists after all: adopt it, never duplicate it
+        self.metrics.set_queued((namespace, name), False)
+        self.metrics.set_running((namespace, job_name), True)
+        self.metrics.reconciles.labels("created" if created else "adopted").inc()
+        logger.info("created Job %s for split %s", job_name, spec.split_config)
+        await self.event(
+            body, "Normal", "JobCreated",
+            f"Job {job_name} splits {spec.model_path} at {spec.split_config}",
+        )  # fmt: skip
+
+    @staticmethod
+    def _already_done(current: SplitModelStatus, spec: ResolvedSpec, generation: int) -> bool:
+        """This spec's result is recorded (or it failed for good): nothing to redo."""
+        if current.spec_hash != spec.spec_hash or current.observed_generation != generation:
+            return False
+        if current.is_true(states.READY):
+            return True
+        stalled = current.condition(states.STALLED)
+        return (
+            stalled is not None
+            and stalled.status == states.TRUE
+            and stalled.reason not in WAITING_REASONS
+        )
+
+    async def _mark_reconciling(
+        self, body: dict[str, Any], spec: ResolvedSpec, job_name: str
+    ) -> None:
+        namespace, name = _key(body)
+        generation = int(body["metadata"].get("generation", 1))
+        moment = states.now_rfc3339()
+        claim = spec.storage.name if spec.storage else None
+
+        def transform(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus | None:
+            if (
+                status.job_name == job_name
+                and status.observed_generation == generation
+                and (status.is_true(states.READY) or status.is_true(states.STALLED))
+            ):
+                return None  # its result is already in: do not go back to Reconciling
+            return states.reconciling(status, generation, job_name, spec.spec_hash, claim, moment)
+
+        await self.write_status(namespace, name, transform)
+
+    async def _claim_exists(self, namespace: str, claim: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(PVCS, namespace, claim)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _ensure_claims(self, body: dict[str, Any], spec: ResolvedSpec) -> None:
+        """Both claims must exist before the Job: a missing one leaves its pod Pending."""
+        namespace, _ = _key(body)
+        wait = self.config.extras.wait_retry_seconds
+        if spec.source_claim and await self._claim_exists(namespace, spec.source_claim) is None:
+            await self.stall(
+                body, "SourceClaimNotFound",
+                f"PersistentVolumeClaim {spec.source_claim} (spec.source.claimName) does not "
+                f"exist in {namespace}; create it, it is looked for again every {wait:g}s",
+            )  # fmt: skip
+            raise kopf.TemporaryError("waiting for the source claim", delay=wait)
+        if spec.storage is None:
+            return
+        existing = await self._claim_exists(namespace, spec.storage.name)
+        if spec.storage.create:
+            wanted = builders.build_pvc(body, spec)
+            if existing is None:
+                try:
+                    await self.client.create(PVCS, namespace, wanted)
+                    await self.event(
+                        body,
+                        "Normal",
+                        "ClaimCreated",
+                        f"created PersistentVolumeClaim {spec.storage.name}",
+                    )
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+            elif existing["metadata"].get("labels", {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+                await self.stall(
+                    body, "StorageClaimConflict",
+                    f"PersistentVolumeClaim {spec.storage.name} exists and was not created by "
+                    "the operator; set spec.storage.claimName to use it",
+                )  # fmt: skip
+                raise kopf.PermanentError("the storage claim's name is taken")
+            elif existing["metadata"].get("ownerReferences", []) != wanted["metadata"].get(
+                "ownerReferences", []
+            ):  # deletionPolicy changed: own the claim only under Delete
+                await self.client.patch(
+                    PVCS, namespace, spec.storage.name,
+                    {"metadata": {"ownerReferences": wanted["metadata"].get("ownerReferences")}},
+                )  # fmt: skip
+        elif existing is None:
+            await self.stall(
+                body, "StorageClaimNotFound",
+                f"PersistentVolumeClaim {spec.storage.name} (spec.storage.claimName) does not "
+                f"exist in {namespace}; create it, it is looked for again every {wait:g}s",
+            )  # fmt: skip
+            raise kopf.TemporaryError("waiting for the storage claim", delay=wait)
+
+    def _job_selector(self, name: str | None = None, component: str = builders.SPLIT) -> str:
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={component}"
+        return selector + (f",{LABEL_SPLITMODEL}={name[:63]}" if name else "")
+
+    async def _running_jobs(self) -> int:
+        """Split Jobs not yet finished, wherever this operator watches."""
+        selector = self._job_selector()
+        scopes: list[str | None] = list(self.namespaces) if self.namespaces else [None]
+        jobs = [job for scope in scopes for job in await self.client.list(JOBS, scope, selector)]
+        return sum(
+            1 for job in jobs
+            if not is_finished(job) and not job["metadata"].get("deletionTimestamp")
+        )  # fmt: skip
+
+    async def _delete_stale_jobs(self, namespace: str, name: str, keep: str | None) -> None:
+        """Stop Jobs of an older spec: two writers must never race on the same files."""
+        for job in await self.client.list(JOBS, namespace, self._job_selector(name)):
+            labels = job["metadata"].get("labels", {})
+            if labels.get(LABEL_SPEC_HASH) != keep and not is_finished(job):
+                await self.client.delete(JOBS, namespace, job["metadata"]["name"])
+                self.metrics.set_running((namespace, job["metadata"]["name"]), False)
+
+    # ---------------------------------------------------------------- Jobs
+
+    async def job_event(self, job: dict[str, Any], logger: logging.Logger | Any) -> None:
+        """A split Job changed: when it has finished, record its outcome in the status."""
+        labels = job["metadata"].get("labels", {})
+        if labels.get(LABEL_COMPONENT) != builders.SPLIT:
+            return
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        finished = is_finished(job)
+        self.metrics.set_running(key, not finished and not job["metadata"].get("deletionTimestamp"))
+        if finished:
+            await self._record(job)
+
+    async def _record(self, job: dict[str, Any]) -> None:
+        namespace = job["metadata"]["namespace"]
+        name = job["metadata"].get("labels", {}).get(LABEL_SPLITMODEL)
+        owners = [
+            o["name"] for o in job["metadata"].get("ownerReferences", []) if o.get("controller")
+        ]
+        name = owners[0] if owners else name
+        if not name:
+            return
+        async with self._locks[(namespace, name)]:
+            await self._record_locked(job, namespace, name)
+
+    async def _record_locked(self, job: dict[str, Any], namespace: str, name: str) -> None:
+        try:
+            body = await self.client.get(SPLITMODELS, namespace, name)
+        except ApiError as error:
+            if error.status == 404:
+                return
+            raise
+        if body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            spec = resolve_spec(body, self.config)
+        except SpecError:
+            return
+        job_name = job["metadata"]["name"]
+        if job["metadata"].get("labels", {}).get(LABEL_SPEC_HASH) != spec.spec_hash:
+            return  # a Job of an older spec: its result is not this spec's
+        generation = int(body["metadata"].get("generation", 1))
+        current = SplitModelStatus.from_dict(body.get("status"))
+        if current.job_name == job_name and self._already_done(current, spec, generation):
+            return  # recorded already (a replayed event after a restart)
+        pods = await self.client.list(PODS, namespace, f"job-name={job_name}")
+        limits = spec.resources.get("limits") or {}
+        outcome = job_outcome(job, pods, limits.get("memory"))
+        self._observe_duration(job, "succeeded" if outcome.succeeded else "failed")
+        if not outcome.succeeded:
+            await self.stall(body, outcome.reason or "JobFailed", outcome.message or "")
+            return
+        result = outcome.result or {}
+        components = tuple(ComponentStatus.from_dict(c) for c in result.get("components", []))
+        saved = bool(result.get("saved"))
+        verification = result.get("verification")
+        checked = (
+            Verification(bool(verification.get("ok")), verification.get("maxAbsDiff"))
+            if verification
+            else None
+        )
+        moment = states.now_rfc3339()
+
+        def transform(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
+            marked = states.reconciling(
+                status, generation, job_name, spec.spec_hash,
+                spec.storage.name if spec.storage else None, moment,
+            )  # fmt: skip
+            return states.ready(marked, generation, components, saved, checked, moment)
+
+        await self.write_status(namespace, name, transform)
+        if saved:
+            for component in components:
+                self.metrics.bytes_written.labels(component.name).inc(component.memory_bytes)
+        await self.event(
+            body, "Normal", states.REASON_SUCCEEDED if saved else states.REASON_PLANNED,
+            f"split {spec.split_config} of {spec.model_path}: "
+            + ", ".join(f"{c.name} layers [{c.start_layer},{c.end_layer})" for c in components),
+        )  # fmt: skip
+
+    def _observe_duration(self, job: dict[str, Any], result: str) -> None:
+        status = job.get("status") or {}
+        start = _parse_time(status.get("startTime"))
+        end = _parse_time(status.get("completionTime")) or next(
+            (
+                _parse_time(c.get("lastTransitionTime"))
+                for c in status.get("conditions") or []
+                if c.get("type") == "Failed"
+            ),
+            None,
+        )
+        if start and end:
+            self.metrics.job_duration.labels(result).observe((end - start).total_seconds())
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+        """Before the finalizer goes: stop running Jobs; with Delete, remove the files."""
+        namespace, name = _key(body)
+        self.metrics.set_queued((namespace, name), False)
+        await self._delete_stale_jobs(namespace, name, keep=None)
+        try:
+            spec = resolve_spec(body, self.config)
+        except SpecError:
+            return  # an invalid spec never wrote anything
+        if spec.deletion_policy != "Delete" or spec.storage is None:
+            logger.info("deletionPolicy %s: the components stay", spec.deletion_policy)
+            return
+        if await self._claim_exists(namespace, spec.storage.name) is None:
+            return  # no volume, no files
+        cleanup_name = builders.job_name(name, spec.spec_hash, builders.CLEANUP)
+        try:
+            job = await self.client.get(JOBS, namespace, cleanup_name)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            job = await self.client.create(
+                JOBS, namespace, builders.build_cleanup_job(body, spec, self.config)
+            )
+            await self.event(
+                body, "Normal", "CleanupStarted", f"Job {cleanup_name} removes the components"
+            )
+        if not is_finished(job):
+            raise kopf.TemporaryError("waiting for the cleanup Job", delay=2)
+        if not is_complete(job):
+            await self.client.delete(JOBS, namespace, cleanup_name)  # a fresh try next time
+            await self.stall(
+                body, "CleanupFailed",
+                f"Job {cleanup_name} could not remove the components; retrying. Set "
+                "deletionPolicy: Retain to delete the SplitModel and keep the files",
+            )  # fmt: skip
+            raise kopf.TemporaryError("the cleanup Job failed", delay=30)
+        await self.event(body, "Normal", "CleanedUp", "the components were removed")

@@ -1,0 +1,245 @@
+"""A `SplitModel`'s spec, validated and resolved against the operator's defaults.
+
+The CRD's schema and CEL rules already refuse most bad input at admission; this module checks
+again (a cluster may run an older CRD) and checks what a schema cannot: paths that would escape
+their volume, names that would escape the storage folder. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from splitcore.checkpoint import HUB_ID
+from splitcore.config import ConfigError, parse_split_config
+from splitcore.models import SUPPORTED_MODEL_TYPES as MODEL_TYPES
+from splitcore.storage import FORMATS, validate_model_name
+from splitlearn_operator.config import SOURCE_MOUNT, OperatorConfig
+
+DELETION_POLICIES = ("Retain", "Delete")
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
+# Mount points the Job's pod already uses, and system folders: never the storage folder.
+_RESERVED_MOUNTS = (
+    "/",
+    "/bin",
+    "/cache",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    SOURCE_MOUNT,
+)
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; `reason` becomes the Stalled condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StorageClaim:
+    """The claim components are written to: an existing one, or one the operator creates."""
+
+    name: str
+    create: bool = False
+    size: str | None = None
+    storage_class: str | None = None
+    access_modes: tuple[str, ...] = ("ReadWriteOnce",)
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """What a Job needs, with every default applied. Its hash names the Job."""
+
+    model_id: str
+    model_path: str  # inside the Job's container (under /source) or a hub id
+    model_type: str
+    split_config: str
+    storage_path: str
+    auto_save: bool
+    storage: StorageClaim | None  # None when nothing is saved (autoSave false)
+    source_claim: str | None
+    device: str
+    file_format: str
+    verify: bool
+    allow_pickle: bool
+    deletion_policy: str
+    resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def spec_hash(self) -> str:
+        """Ten hex digits of the sha256 of everything that changes the Job's work."""
+        document = asdict(self)
+        document.pop("deletion_policy")  # deleting later does not change the split
+        encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()[:10]
+
+    def component_paths(self) -> list[str]:
+        """Every file this spec writes, as paths on the storage volume's mount."""
+        paths = []
+        for component in ("bottom", "trunk", "top"):
+            stem = (
+                f"{self.storage_path}/{component}/{self.model_id}_{self.split_config}_{component}"
+            )
+            paths += [f"{stem}.{self.file_format}", f"{stem}_metadata.json"]
+        return paths
+
+
+def _mapping(spec: Any, key: str) -> dict[str, Any]:
+    value = spec.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpecError("InvalidSpec", f"spec.{key} must be an object")
+    return value
+
+
+def _inside_volume(path: str, field_name: str) -> str:
+    """A path inside a volume: relative, normalised, never climbing out with `..`."""
+    if not path or "\0" in path:
+        raise SpecError("InvalidPath", f"{field_name} must not be empty")
+    parts = PurePosixPath(path).parts
+    if ".." in parts:
+        raise SpecError("InvalidPath", f"{field_name} {path!r} must not contain '..'")
+    relative = [part for part in parts if part not in ("/", ".")]
+    if not relative:
+        raise SpecError("InvalidPath", f"{field_name} {path!r} names the volume's root")
+    return "/".join(relative)
+
+
+def _storage_path(path: str) -> str:
+    """The mount path of the storage volume in the Job: absolute, normalised, not reserved."""
+    if not path.startswith("/"):
+        path = "/" + path.removeprefix("./")
+    relative = _inside_volume(path, "spec.splitStorageConfig.storagePath")
+    mount = "/" + relative
+    if any(
+        mount == reserved or (reserved != "/" and mount.startswith(reserved + "/"))
+        for reserved in _RESERVED_MOUNTS
+    ):
+        raise SpecError(
+            "InvalidPath",
+            f"spec.splitStorageConfig.storagePath {path!r} is a reserved or system path; "
+            "use a folder such as /models",
+        )
+    return mount
+
+
+def _storage_claim(spec: dict[str, Any], name: str) -> StorageClaim:
+    storage = _mapping(spec, "storage")
+    claim = storage.get("claimName")
+    size = storage.get("size")
+    if claim and size:
+        raise SpecError("InvalidStorage", "spec.storage: set claimName or size, not both")
+    if claim:
+        return StorageClaim(name=str(claim))
+    if not size:
+        raise SpecError(
+            "InvalidStorage",
+            "spec.storage needs claimName (an existing PersistentVolumeClaim) or size "
+            "(for a claim the operator creates)",
+        )
+    if not _QUANTITY.match(str(size)):
+        raise SpecError("InvalidStorage", f"spec.storage.size {size!r} is not a quantity")
+    modes = tuple(storage.get("accessModes") or ("ReadWriteOnce",))
+    if not set(modes) <= set(ACCESS_MODES):
+        raise SpecError("InvalidStorage", f"spec.storage.accessModes {list(modes)} not supported")
+    return StorageClaim(
+        name=f"{name}-storage"[:63],
+        create=True,
+        size=str(size),
+        storage_class=storage.get("storageClassName"),
+        access_modes=modes,
+    )
+
+
+def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
+    """Validate a SplitModel's spec and apply the operator's defaults; raise `SpecError`."""
+    metadata = body.get("metadata", {})
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        raise SpecError("InvalidSpec", "the SplitModel has no spec")
+    name = str(metadata.get("name", ""))
+    model_id = str(spec.get("modelId") or name)
+    try:
+        validate_model_name(model_id)
+    except ValueError as error:
+        raise SpecError("InvalidModelId", f"spec.modelId: {error}") from None
+
+    model_type = spec.get("modelType", "auto")
+    if model_type not in MODEL_TYPES:
+        raise SpecError(
+            "InvalidModelType",
+            f"spec.modelType {model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}",
+        )
+
+    storage_config = _mapping(spec, "splitStorageConfig")
+    split_config: Any = storage_config.get("splitConfig")
+    try:
+        parse_split_config(split_config)
+    except ConfigError as error:
+        raise SpecError(
+            "InvalidSplitConfig", f"spec.splitStorageConfig.splitConfig: {error}"
+        ) from None
+    auto_save = storage_config.get("autoSave", config.server.auto_save_split_models)
+    storage_path = _storage_path(
+        str(storage_config.get("storagePath") or config.default_storage_path)
+    )
+
+    source = _mapping(spec, "source")
+    source_claim = source.get("claimName") or None
+    model_path = str(spec.get("modelPath") or "")
+    if source_claim:
+        model_path = f"{SOURCE_MOUNT}/{_inside_volume(model_path, 'spec.modelPath')}"
+    elif not HUB_ID.match(model_path) or ".." in model_path:
+        raise SpecError(
+            "InvalidPath",
+            f"spec.modelPath {model_path!r} is not a hub id (organisation/name); to read a "
+            "checkpoint from a volume, set spec.source.claimName and a path inside it",
+        )
+
+    file_format = spec.get("format", "pt")
+    if file_format not in FORMATS:
+        raise SpecError("InvalidSpec", f"spec.format must be one of {', '.join(FORMATS)}")
+    device = str(spec.get("device", "cpu"))
+    if not _DEVICE.match(device):
+        raise SpecError("InvalidSpec", f"spec.device {device!r}: use cpu, cuda, cuda:N or mps")
+    deletion_policy = spec.get("deletionPolicy", "Retain")
+    if deletion_policy not in DELETION_POLICIES:
+        raise SpecError("InvalidSpec", "spec.deletionPolicy must be Retain or Delete")
+    verify = bool(spec.get("verify", False))
+    if verify and not auto_save:
+        raise SpecError("InvalidSpec", "spec.verify checks written files: it needs autoSave")
+
+    return ResolvedSpec(
+        model_id=model_id,
+        model_path=model_path,
+        model_type=str(model_type),
+        split_config=str(split_config),
+        storage_path=storage_path,
+        auto_save=bool(auto_save),
+        storage=_storage_claim(spec, name) if auto_save else None,
+        source_claim=source_claim,
+        device=device,
+        file_format=str(file_format),
+        verify=verify,
+        allow_pickle=bool(spec.get("allowPickle", False)),
+        deletion_policy=str(deletion_policy),
+        resources=dict(spec.get("resources") or config.extras.job_default_resources),
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        tolerations=list(spec.get("tolerations") or []),
+    )
