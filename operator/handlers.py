@@ -13,13 +13,15 @@ import kopf
 from splitlearn_operator.config import (
     GROUP,
     LABEL_MANAGED_BY,
+    LABEL_SPLITMODEL,
     MANAGED_BY,
     PLURAL,
     VERSION,
     OperatorConfig,
 )
 from splitlearn_operator.metrics import Metrics
-from splitlearn_operator.reconcile import Reconciler
+from splitlearn_operator.outcome import is_finished
+from splitlearn_operator.reconcile import JobInfo, Reconciler
 
 SPLITMODELS = (GROUP, VERSION, PLURAL)
 
@@ -35,7 +37,10 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, once per transition
+    # max_workers caps the resources handled at once. kopf keeps a finished object's worker
+    # (and its slot) for idle_timeout waiting for more events: release slots quickly.
     settings.batching.worker_limit = config.server.max_workers
+    settings.batching.idle_timeout = 0.5
     settings.watching.server_timeout = extras.watch_server_timeout_seconds
     settings.watching.client_timeout = extras.watch_client_timeout_seconds
     settings.watching.connect_timeout = 30
@@ -50,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.metrics = Metrics()
     if config.server.enable_monitoring:
         memo.metrics.serve(config.server.metrics_port, config.server.host)
-    memo.reconciler = Reconciler(config, memo.client, memo.metrics, memo.namespaces)
+    memo.reconciler = Reconciler(config, memo.client, memo.metrics)
     memo.last_api_check = 0.0
 
 
@@ -78,18 +83,76 @@ async def api_reachable(memo: kopf.Memo, **_: Any) -> str:
     return "ok"
 
 
+@kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def split_jobs_index(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, JobInfo]:
+    """Our Jobs, by (namespace, SplitModel), kept current by the watch."""
+    info = JobInfo.of(dict(body))
+    return {(info.namespace, labels.get(LABEL_SPLITMODEL)): info}
+
+
+@kopf.index("", "v1", "persistentvolumeclaims")
+def claims_index(namespace: str | None, name: str, **_: Any) -> dict[Any, None]:
+    """Which claims exist, so a reconcile does not ask the API for each one."""
+    return {(namespace, name): None}
+
+
+class IndexView:
+    """`reconcile.ClusterView` over kopf's indexes."""
+
+    def __init__(self, jobs: kopf.Index[Any, JobInfo], claims: kopf.Index[Any, None]) -> None:
+        self._jobs = jobs
+        self._claims = claims
+
+    def jobs_of(self, namespace: str, splitmodel: str) -> list[JobInfo]:
+        return list(self._jobs.get((namespace, splitmodel), []))
+
+    def split_jobs(self) -> dict[tuple[str, str], JobInfo]:
+        return {
+            (job.namespace, job.name): job
+            for store in self._jobs.values()
+            for job in store
+            if job.component == "split"
+        }
+
+    def has_claim(self, namespace: str, claim: str) -> bool:
+        return (namespace, claim) in self._claims
+
+    def running_jobs(self) -> int:
+        return sum(1 for job in self.split_jobs().values() if job.active)
+
+
+def _view(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexView:
+    """kopf passes every index to handlers as a keyword argument named after it; the
+    running-Jobs gauge reads the same live index."""
+    view = IndexView(kwargs["split_jobs_index"], kwargs["claims_index"])
+    memo.metrics.count_running = view.running_jobs
+    return view
+
+
 @kopf.on.resume(*SPLITMODELS, id="resume")
 @kopf.on.create(*SPLITMODELS, id="create")
 @kopf.on.update(*SPLITMODELS, id="update", field="spec")
-async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await memo.reconciler.reconcile(dict(body), logger)
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
+    await memo.reconciler.reconcile(dict(body), logger, _view(memo, kwargs))
 
 
-@kopf.on.delete(*SPLITMODELS, id="delete")
-async def delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await memo.reconciler.delete(dict(body), logger)
+def _removes_files(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def job_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await memo.reconciler.job_event(dict(body), logger)
+# Only `deletionPolicy: Delete` needs work before the resource goes, so only those resources
+# carry the finalizer: a Retain resource never waits on the operator (its Jobs go by GC).
+@kopf.on.delete(*SPLITMODELS, id="delete", when=_removes_files)
+async def delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
+    await memo.reconciler.delete(dict(body), logger, _view(memo, kwargs))
+
+
+def _finished(body: kopf.Body, **_: Any) -> bool:
+    return is_finished(dict(body))
+
+
+# Only finished Jobs need handling; running ones are followed through the index.
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, when=_finished)
+async def job_finished(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
+    _view(memo, kwargs)
+    await memo.reconciler.job_finished(dict(body), logger)

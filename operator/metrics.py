@@ -6,6 +6,8 @@ A registry of our own (no process-global state), served on `metrics_port` only w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -46,7 +48,8 @@ class Metrics:
             registry=self.registry,
         )
         self._queued: set[tuple[str, str]] = set()
-        self._running: set[tuple[str, str]] = set()
+        self.count_running: Callable[[], int] = lambda: 0  # set to read the Jobs index
+        self.jobs_running.set_function(lambda: self.count_running())
 
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)
@@ -54,7 +57,3 @@ class Metrics:
     def set_queued(self, key: tuple[str, str], queued: bool) -> None:
         (self._queued.add if queued else self._queued.discard)(key)
         self.models_queued.set(len(self._queued))
-
-    def set_running(self, key: tuple[str, str], running: bool) -> None:
-        (self._running.add if running else self._running.discard)(key)
-        self.jobs_running.set(len(self._running))

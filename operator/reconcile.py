@@ -14,8 +14,9 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -37,6 +38,47 @@ from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verifi
 
 Transform = Callable[[dict[str, Any], SplitModelStatus], SplitModelStatus | None]
 
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the operator needs to know of one of its Jobs, kept in memory from the watch."""
+
+    namespace: str
+    name: str
+    component: str
+    spec_hash: str | None
+    finished: bool
+    deleting: bool
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> JobInfo:
+        metadata = job["metadata"]
+        labels = metadata.get("labels", {})
+        return cls(
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            component=labels.get(LABEL_COMPONENT, ""),
+            spec_hash=labels.get(LABEL_SPEC_HASH),
+            finished=is_finished(job),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.component == builders.SPLIT and not self.finished and not self.deleting
+
+
+class ClusterView(Protocol):
+    """Reads served from the operator's watches (kopf indexes) instead of API calls, the way
+    controllers read from informer caches. Misses are confirmed against the API."""
+
+    def jobs_of(self, namespace: str, splitmodel: str) -> list[JobInfo]: ...
+
+    def split_jobs(self) -> dict[tuple[str, str], JobInfo]: ...
+
+    def has_claim(self, namespace: str, claim: str) -> bool: ...
+
+
 #: Stalls a user fixes outside the SplitModel (by creating a claim): retried on a timer.
 WAITING_REASONS = ("SourceClaimNotFound", "StorageClaimNotFound")
 STATUS_WRITE_ATTEMPTS = 8
@@ -53,26 +95,28 @@ def _parse_time(value: str | None) -> datetime | None:
 class Reconciler:
     """The operator's logic; one per process, holding its API client and metrics."""
 
-    def __init__(
-        self,
-        config: OperatorConfig,
-        client: Client,
-        metrics: Metrics,
-        namespaces: list[str] | None,
-    ) -> None:
+    def __init__(self, config: OperatorConfig, client: Client, metrics: Metrics) -> None:
         self.config = config
         self.client = client
         self.metrics = metrics
-        self.namespaces = namespaces  # None: cluster-wide
-        self._slots = asyncio.Lock()  # counting and creating Jobs is one atomic step
+        self._slots = asyncio.Lock()  # counting and taking a Job slot is one atomic step
+        # Jobs created by this process that the watch has not shown yet: they hold a slot.
+        self._reserved: set[tuple[str, str]] = set()
         self._locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # ---------------------------------------------------------------- status and events
 
-    async def write_status(self, namespace: str, name: str, transform: Transform) -> dict[str, Any]:
-        """Read-modify-write of `.status` with the resourceVersion as a precondition."""
+    async def write_status(
+        self, namespace: str, name: str, transform: Transform, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Read-modify-write of `.status` with the resourceVersion as a precondition.
+
+        The first attempt uses `body` when given (the handler's copy, usually current); a
+        conflict re-reads the resource.
+        """
         for _ in range(STATUS_WRITE_ATTEMPTS):
-            body = await self.client.get(SPLITMODELS, namespace, name)
+            if body is None:
+                body = await self.client.get(SPLITMODELS, namespace, name)
             current = states.SplitModelStatus.from_dict(body.get("status"))
             new = transform(body, current)
             if new is None or new == current:
@@ -86,6 +130,7 @@ class Reconciler:
             except ApiError as error:
                 if error.status != 409:
                     raise
+                body = None
         raise kopf.TemporaryError("the SplitModel keeps changing; will retry", delay=1)
 
     async def event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -106,7 +151,10 @@ class Reconciler:
         before = states.SplitModelStatus.from_dict(body.get("status"))
         stalled = before.condition(states.STALLED)
         await self.write_status(
-            namespace, name, lambda _, s: states.stalled(s, generation, reason, message, moment)
+            namespace,
+            name,
+            lambda _, s: states.stalled(s, generation, reason, message, moment),
+            body,
         )
         if not (stalled and stalled.status == states.TRUE and stalled.reason == reason):
             self.metrics.failures.labels(reason).inc()
@@ -114,13 +162,17 @@ class Reconciler:
 
     # ---------------------------------------------------------------- create / update / resume
 
-    async def reconcile(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+    async def reconcile(
+        self, body: dict[str, Any], logger: logging.Logger | Any, view: ClusterView
+    ) -> None:
         """Bring the cluster to the spec: claims, then exactly one Job for this spec."""
         namespace, name = _key(body)
         async with self._locks[(namespace, name)]:
-            await self._reconcile(body, logger)
+            await self._reconcile(body, logger, view)
 
-    async def _reconcile(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+    async def _reconcile(
+        self, body: dict[str, Any], logger: logging.Logger | Any, view: ClusterView
+    ) -> None:
         namespace, name = _key(body)
         generation = int(body["metadata"].get("generation", 1))
         try:
@@ -135,64 +187,82 @@ class Reconciler:
             self.metrics.reconciles.labels("unchanged").inc()
             return
 
-        await self._ensure_claims(body, spec)
+        await self._ensure_claims(body, spec, view)
         job_name = builders.job_name(name, spec.spec_hash)
-        try:
-            job = await self.client.get(JOBS, namespace, job_name)
-        except ApiError as error:
-            if error.status != 404:
-                raise
-            job = None
-        if job is not None:  # a restart, or a spec reverted: adopt what exists
+        jobs = view.jobs_of(namespace, name)
+        existing = next((j for j in jobs if j.name == job_name), None)
+        if existing is not None:  # a restart, or a spec reverted: adopt what exists
             logger.info("adopting Job %s", job_name)
             self.metrics.reconciles.labels("adopted").inc()
             await self._mark_reconciling(body, spec, job_name)
-            if is_finished(job):
-                await self._record(job)
+            if existing.finished:  # it finished while no operator was watching
+                job = await self.client.get(JOBS, namespace, job_name)
+                await self._record_locked(job, namespace, name)
             return
 
-        await self._delete_stale_jobs(namespace, name, keep=spec.spec_hash)
+        await self._delete_jobs(
+            [j for j in jobs if j.active and j.spec_hash != spec.spec_hash]
+        )  # two writers must never race on the same files
+        limit = self.config.server.max_models
         async with self._slots:
-            running = await self._running_jobs()
-            limit = self.config.server.max_models
+            known = view.split_jobs()
+            self._reserved = {key for key in self._reserved if key not in known}
+            running = sum(1 for job in known.values() if job.active) + len(self._reserved)
             if running >= limit:
-                self.metrics.set_queued((namespace, name), True)
-                self.metrics.reconciles.labels("queued").inc()
-                moment = states.now_rfc3339()
-
-                def wait(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
-                    return states.queued(status, generation, spec.spec_hash, running, limit, moment)
-
-                await self.write_status(namespace, name, wait)
-                was_ready = current.condition(states.READY)
-                if was_ready is None or was_ready.reason != states.REASON_QUEUED:
-                    await self.event(
-                        body, "Normal", states.REASON_QUEUED,
-                        f"{running} of max_models={limit} split Jobs are running; waiting",
-                    )  # fmt: skip
-                raise kopf.TemporaryError(
-                    f"queued: {running}/{limit} Jobs running",
-                    delay=self.config.extras.queue_retry_seconds,
-                )
-            # Status first: a fast Job may finish before we return from `create`.
-            await self._mark_reconciling(body, spec, job_name)
-            try:
-                await self.client.create(
-                    JOBS, namespace, builders.build_split_job(body, spec, self.config)
-                )
-                created = True
-            except ApiError as error:
-                if error.status != 409:
-                    raise
-                created = False  # it exists after all: adopt it, never duplicate it
+                await self._queue(body, current, spec, running, limit)
+            self._reserved.add((namespace, job_name))
+        try:
+            await self.client.create(
+                JOBS, namespace, builders.build_split_job(body, spec, self.config)
+            )
+            created = True
+        except ApiError as error:
+            if error.status != 409:
+                self._reserved.discard((namespace, job_name))
+                raise
+            created = False  # it exists after all: adopt it, never duplicate it
+        # The Job's completion is recorded under this object's lock, which this reconcile
+        # holds: however fast the Job, Reconciling is written before its result.
+        await asyncio.gather(
+            self._mark_reconciling(body, spec, job_name),
+            self.event(
+                body, "Normal", "JobCreated",
+                f"Job {job_name} splits {spec.model_path} at {spec.split_config}",
+            ),
+        )  # fmt: skip
         self.metrics.set_queued((namespace, name), False)
-        self.metrics.set_running((namespace, job_name), True)
         self.metrics.reconciles.labels("created" if created else "adopted").inc()
         logger.info("created Job %s for split %s", job_name, spec.split_config)
-        await self.event(
-            body, "Normal", "JobCreated",
-            f"Job {job_name} splits {spec.model_path} at {spec.split_config}",
-        )  # fmt: skip
+
+    async def _queue(
+        self,
+        body: dict[str, Any],
+        current: SplitModelStatus,
+        spec: ResolvedSpec,
+        running: int,
+        limit: int,
+    ) -> None:
+        """All slots are taken: report Queued (once) and retry soon."""
+        namespace, name = _key(body)
+        generation = int(body["metadata"].get("generation", 1))
+        self.metrics.set_queued((namespace, name), True)
+        self.metrics.reconciles.labels("queued").inc()
+        moment = states.now_rfc3339()
+
+        def wait(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
+            return states.queued(status, generation, spec.spec_hash, running, limit, moment)
+
+        await self.write_status(namespace, name, wait, body)
+        was_ready = current.condition(states.READY)
+        if was_ready is None or was_ready.reason != states.REASON_QUEUED:
+            await self.event(
+                body, "Normal", states.REASON_QUEUED,
+                f"{running} of max_models={limit} split Jobs are running; waiting",
+            )  # fmt: skip
+        raise kopf.TemporaryError(
+            f"queued: {running}/{limit} Jobs running",
+            delay=self.config.extras.queue_retry_seconds,
+        )
 
     @staticmethod
     def _already_done(current: SplitModelStatus, spec: ResolvedSpec, generation: int) -> bool:
@@ -225,7 +295,7 @@ class Reconciler:
                 return None  # its result is already in: do not go back to Reconciling
             return states.reconciling(status, generation, job_name, spec.spec_hash, claim, moment)
 
-        await self.write_status(namespace, name, transform)
+        await self.write_status(namespace, name, transform, body)
 
     async def _claim_exists(self, namespace: str, claim: str) -> dict[str, Any] | None:
         try:
@@ -235,11 +305,18 @@ class Reconciler:
                 return None
             raise
 
-    async def _ensure_claims(self, body: dict[str, Any], spec: ResolvedSpec) -> None:
+    async def _ensure_claims(
+        self, body: dict[str, Any], spec: ResolvedSpec, view: ClusterView
+    ) -> None:
         """Both claims must exist before the Job: a missing one leaves its pod Pending."""
         namespace, _ = _key(body)
         wait = self.config.extras.wait_retry_seconds
-        if spec.source_claim and await self._claim_exists(namespace, spec.source_claim) is None:
+        source = spec.source_claim
+        if (
+            source
+            and not view.has_claim(namespace, source)
+            and await self._claim_exists(namespace, source) is None
+        ):
             await self.stall(
                 body, "SourceClaimNotFound",
                 f"PersistentVolumeClaim {spec.source_claim} (spec.source.claimName) does not "
@@ -247,6 +324,8 @@ class Reconciler:
             )  # fmt: skip
             raise kopf.TemporaryError("waiting for the source claim", delay=wait)
         if spec.storage is None:
+            return
+        if not spec.storage.create and view.has_claim(namespace, spec.storage.name):
             return
         existing = await self._claim_exists(namespace, spec.storage.name)
         if spec.storage.create:
@@ -285,39 +364,16 @@ class Reconciler:
             )  # fmt: skip
             raise kopf.TemporaryError("waiting for the storage claim", delay=wait)
 
-    def _job_selector(self, name: str | None = None, component: str = builders.SPLIT) -> str:
-        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={component}"
-        return selector + (f",{LABEL_SPLITMODEL}={name[:63]}" if name else "")
-
-    async def _running_jobs(self) -> int:
-        """Split Jobs not yet finished, wherever this operator watches."""
-        selector = self._job_selector()
-        scopes: list[str | None] = list(self.namespaces) if self.namespaces else [None]
-        jobs = [job for scope in scopes for job in await self.client.list(JOBS, scope, selector)]
-        return sum(
-            1 for job in jobs
-            if not is_finished(job) and not job["metadata"].get("deletionTimestamp")
-        )  # fmt: skip
-
-    async def _delete_stale_jobs(self, namespace: str, name: str, keep: str | None) -> None:
-        """Stop Jobs of an older spec: two writers must never race on the same files."""
-        for job in await self.client.list(JOBS, namespace, self._job_selector(name)):
-            labels = job["metadata"].get("labels", {})
-            if labels.get(LABEL_SPEC_HASH) != keep and not is_finished(job):
-                await self.client.delete(JOBS, namespace, job["metadata"]["name"])
-                self.metrics.set_running((namespace, job["metadata"]["name"]), False)
+    async def _delete_jobs(self, jobs: list[JobInfo]) -> None:
+        for job in jobs:
+            await self.client.delete(JOBS, job.namespace, job.name)
+            self._reserved.discard((job.namespace, job.name))
 
     # ---------------------------------------------------------------- Jobs
 
-    async def job_event(self, job: dict[str, Any], logger: logging.Logger | Any) -> None:
-        """A split Job changed: when it has finished, record its outcome in the status."""
-        labels = job["metadata"].get("labels", {})
-        if labels.get(LABEL_COMPONENT) != builders.SPLIT:
-            return
-        key = (job["metadata"]["namespace"], job["metadata"]["name"])
-        finished = is_finished(job)
-        self.metrics.set_running(key, not finished and not job["metadata"].get("deletionTimestamp"))
-        if finished:
+    async def job_finished(self, job: dict[str, Any], logger: logging.Logger | Any) -> None:
+        """A split Job finished: record its outcome in its SplitModel's status."""
+        if job["metadata"].get("labels", {}).get(LABEL_COMPONENT) == builders.SPLIT:
             await self._record(job)
 
     async def _record(self, job: dict[str, Any]) -> None:
@@ -403,11 +459,13 @@ class Reconciler:
 
     # ---------------------------------------------------------------- delete
 
-    async def delete(self, body: dict[str, Any], logger: logging.Logger | Any) -> None:
+    async def delete(
+        self, body: dict[str, Any], logger: logging.Logger | Any, view: ClusterView
+    ) -> None:
         """Before the finalizer goes: stop running Jobs; with Delete, remove the files."""
         namespace, name = _key(body)
         self.metrics.set_queued((namespace, name), False)
-        await self._delete_stale_jobs(namespace, name, keep=None)
+        await self._delete_jobs([j for j in view.jobs_of(namespace, name) if j.active])
         try:
             spec = resolve_spec(body, self.config)
         except SpecError:

@@ -1,4 +1,4 @@
-"""`splitcore` command line: `split` (the Job's entrypoint), `verify`, `inspect`.
+"""`splitcore` command line: `split` (the Job's entrypoint), `verify`, `inspect`, `clean`.
 
 Exit codes: 0 success; 2 invalid input, which retrying cannot fix (the operator's Job does not
 retry it); 1 anything else. On failure the result file gets `{"error": {"reason", "message"}}`
@@ -32,6 +32,7 @@ def _classify(error: BaseException) -> tuple[int, str]:
     """Map an exception to (exit code, reason); reasons end up in the SplitModel status."""
     from splitcore.checkpoint import CheckpointError, HubDownloadError
     from splitcore.config import ConfigError
+    from splitcore.models import UnsupportedModelError
     from splitcore.plan import SplitPointError
     from splitcore.storage import StorageError
 
@@ -41,6 +42,8 @@ def _classify(error: BaseException) -> tuple[int, str]:
         return EXIT_INVALID, "InvalidSplitPoints"
     if isinstance(error, CheckpointError):
         return EXIT_INVALID, "InvalidCheckpoint"
+    if isinstance(error, UnsupportedModelError):
+        return EXIT_INVALID, "UnsupportedModel"
     if isinstance(error, ConfigError | ValueError):
         return EXIT_INVALID, "InvalidInput"
     if isinstance(error, FileNotFoundError):
@@ -59,6 +62,11 @@ def _write_result(result_file: str | None, text: str) -> None:
         Path(result_file).write_text(text + "\n", encoding="utf-8")
     else:
         print(text, flush=True)
+
+
+def _split_config(text: str) -> str:
+    _split_points(text)
+    return text
 
 
 def _split_points(text: str) -> tuple[int, int]:
@@ -128,6 +136,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print_report(verdict)
     _write_result(args.result_file, verdict.dumps())
     return EXIT_OK if verdict.ok else EXIT_INVALID
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from splitcore.storage import remove_components, validate_model_name
+
+    validate_model_name(args.model_name)
+    removed = remove_components(args.storage, args.model_name, args.split, args.format)
+    for path in removed:
+        print(f"  removed {path}")
+    print(f"Removed {len(removed)} files of {args.model_name} {args.split} from {args.storage}")
+    _write_result(
+        args.result_file,
+        json.dumps({"removed": [str(p) for p in removed]}, separators=(",", ":")),
+    )
+    return EXIT_OK
 
 
 def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
@@ -282,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
     verify.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
-    verify.add_argument("--split", required=True, metavar="P1-P2", help="split config, e.g. 2-10")
+    verify.add_argument(
+        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
+    )
     verify.add_argument("--source", metavar="CHECKPOINT", help="source checkpoint to compare with")
     verify.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
     verify.add_argument("--device", default="cpu", help="device for the probe (default: cpu)")
@@ -291,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_result_file(verify)
     verify.set_defaults(handler=cmd_verify)
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove the files of one split (the operator's cleanup Job runs this)",
+        description="Remove exactly the six files of one split: the three components and their "
+        "metadata. Nothing else under the storage folder is touched.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    clean.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
+    clean.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
+    clean.add_argument(
+        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
+    )
+    clean.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
+    _add_result_file(clean)
+    clean.set_defaults(handler=cmd_clean)
 
     inspect = commands.add_parser(
         "inspect",

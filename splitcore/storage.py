@@ -409,6 +409,22 @@ def commit_component(
     return metadata
 
 
+def remove_components(
+    storage_path: str | Path, model_name: str, split_config: str, file_format: str = "pt"
+) -> list[Path]:
+    """Remove exactly the files of one split (weights and metadata); return those removed."""
+    removed = []
+    for component in COMPONENTS:
+        weights = StorageManager.get_split_model_path(
+            storage_path, model_name, component, split_config, file_format
+        )
+        for path in (weights, StorageManager.get_model_metadata_path(weights)):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 class SaveReport:
     """The guide's printed block around a save, line for line."""
 

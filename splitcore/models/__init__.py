@@ -39,10 +39,14 @@ def __getattr__(name: str) -> type[BaseSplitModel]:
     raise AttributeError(f"module 'splitcore.models' has no attribute {name!r}")
 
 
+class UnsupportedModelError(ValueError):
+    """The model family is not one the library can split."""
+
+
 def check_model_type(model_type: str) -> str:
     """Refuse an unknown `model_type` early, listing what is supported."""
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
+        raise UnsupportedModelError(
             f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     return model_type
@@ -60,13 +64,13 @@ def get_adapter(model_type: str, config: Mapping[str, Any]) -> FamilyAdapter:
         if checkpoint_type is None:
             raise ValueError("model_type 'auto' needs a config.json with a model_type")
         if checkpoint_type not in FAMILIES:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"the checkpoint's model_type {checkpoint_type!r} is not supported; "
                 f"supported: {supported}"
             )
         return FAMILIES[checkpoint_type]
     if checkpoint_type is not None and checkpoint_type != model_type:
-        raise ValueError(
+        raise UnsupportedModelError(
             f"model_type {model_type!r} does not match the checkpoint's config.json "
             f"(model_type {checkpoint_type!r}); use {checkpoint_type!r} or 'auto'"
         )
@@ -78,6 +82,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "FamilyAdapter",
     "TensorLayout",
+    "UnsupportedModelError",
     "check_model_type",
     "get_adapter",
     *_CLASSES,

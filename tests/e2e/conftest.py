@@ -22,8 +22,10 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     async with api, Server(api):
         api.install_crd(CRD)
         for namespace in ("default", NAMESPACE):
-            api.put(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
-                                 "metadata": {"name": namespace}})
+            api.put(
+                NAMESPACES,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            )
         kubelet = Kubelet(api, root / "node")
         await kubelet.start()
         cluster = Cluster(api, kubelet, str(api.url), root)

@@ -64,9 +64,11 @@ class Kubelet:
     small_volumes: dict[str, int] = field(default_factory=dict)  # claim name -> tmpfs bytes
     pods: dict[tuple[str, str], RunningPod] = field(default_factory=dict)
     max_parallel_seen: int = 0
+    delay_seconds: float = 0.0  # every container sleeps this long before its command
     _created_mountpoints: list[Path] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _handled: set[str] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def volume(self, namespace: str, claim: str) -> Path:
         """The folder that stands for a PersistentVolumeClaim's volume."""
@@ -184,6 +186,8 @@ class Kubelet:
                 lines.append(f"mount --bind {shlex.quote(source_path)} {quoted}")
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {quoted}")
+        if self.delay_seconds:
+            lines.append(f"sleep {self.delay_seconds}")
         lines.append('exec "$@"')
         return "\n".join(lines)
 
@@ -200,7 +204,7 @@ class Kubelet:
             "batch.kubernetes.io/job-name": job_name,
             "controller-uid": metadata["uid"],
         }
-        pod = self.api.put(
+        self.api.put(
             PODS,
             {
                 "apiVersion": "v1",
@@ -210,8 +214,13 @@ class Kubelet:
                     "namespace": namespace,
                     "labels": labels,
                     "ownerReferences": [
-                        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                         "uid": metadata["uid"], "controller": True}
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": job_name,
+                            "uid": metadata["uid"],
+                            "controller": True,
+                        }
                     ],
                 },
                 "spec": template["spec"],
@@ -227,7 +236,9 @@ class Kubelet:
             return  # Pending: a claim is missing
         container = template["spec"]["containers"][0]
         command = [*container.get("command", []), *container.get("args", [])]
-        binary = shutil.which(command[0], path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        binary = shutil.which(
+            command[0], path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+        )
         env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
             "PYTHONSAFEPATH": "1",
@@ -245,11 +256,16 @@ class Kubelet:
         running = RunningPod(pod_name, job_name, namespace, process, time.monotonic(), pod_dir)
         self.pods[(namespace, job_name)] = running
         self.api.write_status(PODS, namespace, pod_name, {"phase": "Running", "startTime": now()})
-        asyncio.create_task(self._finish(job, running, fault))
+        self._tasks.add(task := asyncio.create_task(self._finish(job, running, fault)))
+        task.add_done_callback(self._tasks.discard)
 
     async def _check_deadline(self, job: dict[str, Any], pod: RunningPod) -> None:
         deadline = job["spec"].get("activeDeadlineSeconds")
-        if deadline and pod.process.returncode is None and time.monotonic() - pod.started > deadline:
+        if (
+            deadline
+            and pod.process.returncode is None
+            and time.monotonic() - pod.started > deadline
+        ):
             pod.killed_reason = "DeadlineExceeded"
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pod.process.pid, signal.SIGTERM)
@@ -264,8 +280,10 @@ class Kubelet:
         exit_code = 128 - code if code < 0 else code
         if pod.killed_reason == "OOMKilled":
             exit_code = 137
-        message = (pod.directory / "termination-log").read_bytes()[:TERMINATION_LIMIT].decode(
-            errors="replace"
+        message = (
+            (pod.directory / "termination-log")
+            .read_bytes()[:TERMINATION_LIMIT]
+            .decode(errors="replace")
         )
         if not message and exit_code != 0:  # FallbackToLogsOnError
             log = (pod.directory / "stdout.log").read_bytes()
@@ -275,11 +293,11 @@ class Kubelet:
             "exitCode": exit_code, "reason": reason, "message": message,
             "startedAt": now(), "finishedAt": now(),
         }  # fmt: skip
+        container = job["spec"]["template"]["spec"]["containers"][0]["name"]
         self.api.write_status(
             PODS, pod.namespace, pod.name,
             {"phase": "Succeeded" if exit_code == 0 else "Failed",
-             "containerStatuses": [{"name": job["spec"]["template"]["spec"]["containers"][0]["name"],
-                                    "state": {"terminated": terminated}}]},
+             "containerStatuses": [{"name": container, "state": {"terminated": terminated}}]},
         )  # fmt: skip
         self.pods.pop((pod.namespace, pod.job), None)
         current = self.api.get(JOBS, pod.namespace, pod.job)
@@ -310,7 +328,7 @@ class Kubelet:
                 inside = exit_code in codes["values"]
                 if inside == (codes["operator"] == "In"):
                     reason = "PodFailurePolicy"
-                    message = f"Container split for pod failed with exit code {exit_code} matching FailJob rule"
+                    message = f"Container exited with {exit_code}, matching a FailJob rule"
         if reason is None and status["failed"] > int(job["spec"].get("backoffLimit", 6)):
             reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
         if reason is not None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from support.kubelet import Kubelet
 from support.kubernetes import RealisticKubernetes
 from support.operator import OperatorProcess, write_kubeconfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "splitmodels.splitlearn.io.yaml"
 NAMESPACE = "ml"
 SPLITMODELS = resource("splitlearn.io", "v1alpha1", "splitmodels")
@@ -39,16 +39,16 @@ class Cluster:
 
     # ---- kubectl-like calls over HTTP (what users and GitOps tools do)
 
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
-        async with aiohttp.ClientSession() as session:
-            async with session.request(
-                method, self.url.rstrip("/") + path,
-                data=json.dumps(body) if body is not None else None,
-                headers={"Content-Type": content_type},
-            ) as response:  # fmt: skip
-                text = await response.text()
-                return response.status, (json.loads(text) if text else {})
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.request(
+            method, self.url.rstrip("/") + path,
+            data=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": content_type},
+        ) as response:  # fmt: skip
+            text = await response.text()
+            return response.status, (json.loads(text) if text else {})
 
     async def apply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         namespace = body["metadata"].get("namespace", NAMESPACE)
@@ -90,7 +90,9 @@ class Cluster:
                 return dict(condition)
         return {}
 
-    def jobs(self, namespace: str = NAMESPACE, component: str | None = "split") -> list[dict[str, Any]]:
+    def jobs(
+        self, namespace: str = NAMESPACE, component: str | None = "split"
+    ) -> list[dict[str, Any]]:
         return [
             job for job in self.api.objects(JOBS, namespace)
             if component is None
@@ -119,8 +121,10 @@ class Cluster:
         pods = sorted((self.kubelet.root / "pods").glob("*/stdout.log"))
         return "\n".join(
             [operator.logs() for operator in self.operators]
-            + [f"--- pod {log.parent.name} ---\n{log.read_text(errors='replace')[-3000:]}"
-               for log in pods]
+            + [
+                f"--- pod {log.parent.name} ---\n{log.read_text(errors='replace')[-3000:]}"
+                for log in pods
+            ]
         )
 
     async def eventually(
@@ -153,8 +157,9 @@ def splitmodel(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def put_checkpoint(cluster: Cluster, source: Path, claim: str = "models-src",
-                   name: str = "gpt2") -> Path:
+def put_checkpoint(
+    cluster: Cluster, source: Path, claim: str = "models-src", name: str = "gpt2"
+) -> Path:
     volume = cluster.claim(claim)
     target = volume / name
     if not target.exists():

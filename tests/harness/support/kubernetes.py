@@ -21,6 +21,7 @@ state itself is kept here, with what a real kube-apiserver does and bare kmock d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import re
@@ -32,12 +33,45 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import yaml
 from kmock import KubernetesEmulator, KubernetesError, ResourceInfo, resource
 from kmock._internal import enums, parsing, rendering
 
 Key = tuple[resource, str | None, str]
+
+
+@attrs.define
+class ApiFault:
+    """An injected API failure: the next `times` matching calls get `status`."""
+
+    status: int = 500
+    method: str | None = None  # e.g. "PATCH"
+    plural: str | None = None  # e.g. "splitmodels"
+    subresource: str | None = "*"  # "*": any, None: only the main resource
+    times: int = 1
+    fired: int = 0
+
+    @property
+    def reason(self) -> str:
+        return {
+            409: "Conflict",
+            429: "TooManyRequests",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+        }.get(self.status, "Error")
+
+    def matches(self, request: rendering.Request) -> bool:
+        return (
+            (self.method is None or str(request.method).upper() == self.method)
+            and (
+                self.plural is None or (request.resource and request.resource.plural == self.plural)
+            )
+            and (self.subresource == "*" or request.subresource == self.subresource)
+        )
+
+
 _NAMESPACES_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?$")
 
 CORE_RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
@@ -230,7 +264,9 @@ class Schema:
                 ok = False
                 rule = {**rule, "message": f"{rule.get('message', rule['rule'])} ({error})"}
             if ok is not True and not (hasattr(ok, "__bool__") and bool(ok) is True):
-                errors.append(f"{path or '<root>'}: Invalid value: {rule.get('message', rule['rule'])}")
+                errors.append(
+                    f"{path or '<root>'}: Invalid value: {rule.get('message', rule['rule'])}"
+                )
 
     def _walk(self, value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> Any:
         if value is None and schema.get("nullable"):
@@ -255,7 +291,9 @@ class Schema:
             return value
         if "enum" in schema and value not in schema["enum"]:
             supported = ", ".join(json.dumps(v) for v in schema["enum"])
-            errors.append(f'{path}: Unsupported value: {json.dumps(value)}: supported values: {supported}')
+            errors.append(
+                f"{path}: Unsupported value: {json.dumps(value)}: supported values: {supported}"
+            )
         if kind == "string":
             if "pattern" in schema and not re.search(schema["pattern"], value):
                 errors.append(
@@ -265,7 +303,9 @@ class Schema:
             if len(value) > schema.get("maxLength", len(value)):
                 errors.append(f"{path}: Too long: may not be longer than {schema['maxLength']}")
             if len(value) < schema.get("minLength", 0):
-                errors.append(f"{path}: Invalid value: should be at least {schema['minLength']} chars")
+                errors.append(
+                    f"{path}: Invalid value: should be at least {schema['minLength']} chars"
+                )
         if kind == "object":
             value = self._object(value, schema, path, errors)
         if kind == "array":
@@ -310,7 +350,8 @@ class RealisticKubernetes(KubernetesEmulator):
     revision: int = attrs.field(default=0, init=False)
     history: list[tuple[int, resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
     schemas: dict[resource, Schema] = attrs.field(factory=dict, init=False)
-    changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
+    waiters: set[asyncio.Future[None]] = attrs.field(factory=set, init=False)
+    faults: list[ApiFault] = attrs.field(factory=list, init=False)
     watch_epoch: int = attrs.field(default=0, init=False)  # bump to cut every open watch
 
     def __attrs_post_init__(self) -> None:
@@ -323,7 +364,6 @@ class RealisticKubernetes(KubernetesEmulator):
                 subresources=subresources,
                 verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
             )
-        self.fallback["put"] << self._serve_update  # kmock routes PUT to no action
 
     # ---- setup helpers used by tests and the kubelet (in-process, no HTTP)
 
@@ -351,7 +391,9 @@ class RealisticKubernetes(KubernetesEmulator):
     def has_status(self, ref: resource) -> bool:
         return "status" in self.resources[ref].subresources
 
-    def put(self, ref: resource, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    def put(
+        self, ref: resource, obj: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
         """Create an object directly (as a controller inside the cluster would)."""
         return self._create(ref, namespace or obj.get("metadata", {}).get("namespace"), obj)
 
@@ -366,7 +408,9 @@ class RealisticKubernetes(KubernetesEmulator):
             if key_ref == ref and (namespace is None or key_ns == namespace)
         ]
 
-    def write_status(self, ref: resource, namespace: str | None, name: str, status: dict[str, Any]) -> None:
+    def write_status(
+        self, ref: resource, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
         """What the kubelet and controllers do: replace an object's status."""
         key = (ref, namespace, name)
         if key not in self.store:
@@ -386,11 +430,13 @@ class RealisticKubernetes(KubernetesEmulator):
 
     def _emit(self, ref: resource, kind: str, obj: dict[str, Any]) -> None:
         self.history.append((self.revision, ref, {"type": kind, "object": copy.deepcopy(obj)}))
-        asyncio.get_event_loop().create_task(self._notify())
+        self._wake_watchers()
 
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+    def _wake_watchers(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
 
     def _commit(self, ref: resource, key: Key, obj: dict[str, Any], kind: str) -> dict[str, Any]:
         obj["metadata"]["resourceVersion"] = self._next_revision()
@@ -455,7 +501,9 @@ class RealisticKubernetes(KubernetesEmulator):
     ) -> dict[str, Any]:
         key = (ref, namespace, name)
         if key not in self.store:
-            raise KubernetesError(status=404, reason="NotFound", message=f'{ref.plural} "{name}" not found')
+            raise KubernetesError(
+                status=404, reason="NotFound", message=f'{ref.plural} "{name}" not found'
+            )
         old = self.store[key]
         if precondition is not None and precondition != old["metadata"]["resourceVersion"]:
             raise conflict(
@@ -475,8 +523,14 @@ class RealisticKubernetes(KubernetesEmulator):
                 new.pop("status", None)
                 if "status" in old:
                     new["status"] = old["status"]
-            fixed = ("uid", "creationTimestamp", "generation", "namespace", "name",
-                     "deletionTimestamp")
+            fixed = (
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "namespace",
+                "name",
+                "deletionTimestamp",
+            )
             for field in fixed:
                 if field in old["metadata"]:
                     new.setdefault("metadata", {})[field] = old["metadata"][field]
@@ -494,7 +548,9 @@ class RealisticKubernetes(KubernetesEmulator):
     ) -> dict[str, Any]:
         key = (ref, namespace, name)
         if key not in self.store:
-            raise KubernetesError(status=404, reason="NotFound", message=f'{ref.plural} "{name}" not found')
+            raise KubernetesError(
+                status=404, reason="NotFound", message=f'{ref.plural} "{name}" not found'
+            )
         obj = copy.deepcopy(self.store[key])
         metadata = obj["metadata"]
         if metadata.get("finalizers"):
@@ -539,7 +595,9 @@ class RealisticKubernetes(KubernetesEmulator):
             id=len(self._requests), raw_request=raw_request, url=raw_request.url,
             method=raw_request.method, params=dict(raw_request.query),
             headers=dict(raw_request.headers), data=data, body=body, text=body.decode(),
-            action=parsing.guess_k8s(parsed, enums.method(raw_request.method), dict(raw_request.query)),
+            action=parsing.guess_k8s(
+                parsed, enums.method(raw_request.method), dict(raw_request.query)
+            ),
             resource=resource("", "v1", "namespaces"), namespace=None, name=name,
             subresource=found.group(2),
         )  # fmt: skip
@@ -550,8 +608,44 @@ class RealisticKubernetes(KubernetesEmulator):
             return await self._render_error(error)
 
     async def _handle(self, request: rendering.Request) -> Any:
-        # Skip KubernetesEmulator's own state changes: this class keeps the state.
+        """Serve Kubernetes calls directly (kmock's DSL dispatch scans every past request on
+        every call: quadratic under load); discovery and anything else go through kmock."""
+        for fault in self.faults:
+            if fault.times > 0 and fault.matches(request):
+                fault.times -= 1
+                fault.fired += 1
+                raise KubernetesError(status=fault.status, reason=fault.reason, message="injected")
+        known = request.resource is not None and request.resource in list(self.resources)
+        if known and request.action == enums.action.WATCH:
+            return await self._stream(request)
+        handlers = {
+            enums.action.LIST: self._serve_list,
+            enums.action.FETCH: self._serve_fetch,
+            enums.action.CREATE: self._serve_create,
+            enums.action.UPDATE: self._serve_update,
+            enums.action.DELETE: self._serve_delete,
+        }
+        handler = handlers.get(request.action) if request.action else None
+        if request.method == "PUT" and request.name:
+            handler = self._serve_update
+        if known and handler is not None:
+            status = 201 if request.action == enums.action.CREATE else 200
+            return aiohttp.web.json_response(await handler(request), status=status)
         return await super(KubernetesEmulator, self)._handle(request)
+
+    async def _stream(self, request: rendering.Request) -> Any:
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        raw = request._raw_request
+        assert raw is not None
+        await response.prepare(raw)
+        try:
+            async for event in self._serve_watch(request):
+                if event != b"":
+                    await response.write(json.dumps(event).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
     def _known(self, request: rendering.Request) -> resource:
         ref = request.resource
@@ -594,7 +688,9 @@ class RealisticKubernetes(KubernetesEmulator):
                 yield {"type": "ADDED", "object": obj}
         else:
             floor = int(since)
-            position = next((i for i, (rv, _, _) in enumerate(self.history) if rv > floor), len(self.history))
+            position = next(
+                (i for i, (rv, _, _) in enumerate(self.history) if rv > floor), len(self.history)
+            )
         timeout = float(params.get("timeoutSeconds") or 3600)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and epoch == self.watch_epoch:
@@ -606,24 +702,27 @@ class RealisticKubernetes(KubernetesEmulator):
                 if (
                     event_ref == ref
                     and revision > floor
-                    and (request.namespace is None or metadata.get("namespace") == request.namespace)
+                    and (
+                        request.namespace is None or metadata.get("namespace") == request.namespace
+                    )
                     and matches_labels(metadata.get("labels", {}), params.get("labelSelector"))
                     and matches_fields(obj, params.get("fieldSelector"))
                 ):
                     yield event
-            async with self.changed:
-                try:
-                    await asyncio.wait_for(
-                        self.changed.wait(), timeout=min(1.0, max(0.01, deadline - time.monotonic()))
-                    )
-                except TimeoutError:
-                    pass
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.add(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    waiter, timeout=min(1.0, max(0.01, deadline - time.monotonic()))
+                )
 
     async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
         ref = self._known(request)
         found = self.get(ref, request.namespace, str(request.name))
         if found is None:
-            raise KubernetesError(status=404, reason="NotFound", message=f'{ref.plural} "{request.name}" not found')
+            raise KubernetesError(
+                status=404, reason="NotFound", message=f'{ref.plural} "{request.name}" not found'
+            )
         return found
 
     async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
@@ -662,4 +761,4 @@ class RealisticKubernetes(KubernetesEmulator):
     def cut_watches(self) -> None:
         """End every open watch stream mid-stream (a fault: kopf must reconnect)."""
         self.watch_epoch += 1
-        asyncio.get_event_loop().create_task(self._notify())
+        self._wake_watchers()

@@ -1,0 +1,177 @@
+"""Status transitions, their kstatus verdicts, and the CRD declaring all of it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from splitlearn_operator import status as states
+from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verification
+from support.kubernetes import Schema
+
+CRD = Path(__file__).resolve().parents[2] / "crds" / "splitmodels.splitlearn.io.yaml"
+T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
+COMPONENTS = tuple(
+    ComponentStatus(name, f"GPT2{name.capitalize()}Model", start, end, end - start,
+                    3_000_000_000, 12_000_000_000, T1, f"/models/{name}/x_2-10_{name}.pt",
+                    f"/models/{name}/x_2-10_{name}_metadata.json", "ab" * 32)
+    for name, start, end in (("bottom", 0, 2), ("trunk", 2, 10), ("top", 10, 12))
+)  # fmt: skip
+
+
+def _conditions(status: SplitModelStatus) -> dict[str, tuple[str, str, int]]:
+    return {c.type: (c.status, c.reason, c.observed_generation) for c in status.conditions}
+
+
+def fixtures() -> dict[str, dict[str, Any]]:
+    """Resources in each state, with statuses made by the operator's own transitions."""
+    running = states.reconciling(SplitModelStatus(), 1, "x-1", "h1", "models", T0)
+    done = states.ready(running, 1, COMPONENTS, True, Verification(True, "3.1e-07"), T1)
+    failed = states.stalled(running, 1, "OOMKilled", "out of memory", T1)
+    queued = states.queued(SplitModelStatus(), 1, "h1", 2, 2, T0)
+    changed = states.reconciling(done, 2, "x-2", "h2", "models", T2)
+
+    def body(status: SplitModelStatus | None, generation: int = 1, **meta: Any) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "apiVersion": "splitlearn.io/v1alpha1", "kind": "SplitModel",
+            "metadata": {"name": "x", "namespace": "ml", "generation": generation, **meta},
+            "spec": {"modelPath": "gpt2", "splitStorageConfig": {"splitConfig": "2-10"}},
+        }  # fmt: skip
+        if status is not None:
+            result["status"] = status.to_dict()
+        return result
+
+    return {
+        "no-status": body(None),
+        "queued": body(queued),
+        "in-progress": body(running),
+        "ready": body(done),
+        "failed": body(failed),
+        "spec-changed": body(done, generation=2),
+        "reconciling-new-generation": body(changed, generation=2),
+        "terminating": body(done, deletionTimestamp=T2, finalizers=["splitlearn.io/finalizer"]),
+    }
+
+
+KSTATUS = {
+    "no-status": "Current",  # cli-utils: nothing to compare yet (Argo shows Progressing)
+    "queued": "InProgress",
+    "in-progress": "InProgress",
+    "ready": "Current",
+    "failed": "Failed",
+    "spec-changed": "InProgress",
+    "reconciling-new-generation": "InProgress",
+    "terminating": "Terminating",
+}
+
+
+@pytest.mark.parametrize("name", list(KSTATUS))
+def test_kstatus_of_every_state(name):
+    assert states.kstatus(fixtures()[name]) == KSTATUS[name]
+
+
+def test_transitions_set_the_three_conditions():
+    running = states.reconciling(SplitModelStatus(), 4, "job", "hash", "claim", T0)
+    assert _conditions(running) == {
+        "Ready": ("False", "JobRunning", 4),
+        "Reconciling": ("True", "JobRunning", 4),
+        "Stalled": ("False", "JobRunning", 4),
+    }
+    assert (running.observed_generation, running.job_name, running.spec_hash) == (4, "job", "hash")
+    ready = states.ready(running, 4, COMPONENTS, True, None, T1)
+    assert _conditions(ready)["Ready"] == ("True", "Succeeded", 4)
+    assert ready.components == COMPONENTS
+    planned = states.ready(running, 4, COMPONENTS, False, None, T1)
+    assert _conditions(planned)["Ready"] == ("True", "Planned", 4)
+    failed = states.stalled(running, 4, "DeadlineExceeded", "too slow", T1)
+    assert _conditions(failed) == {
+        "Ready": ("False", "DeadlineExceeded", 4),
+        "Reconciling": ("False", "DeadlineExceeded", 4),
+        "Stalled": ("True", "DeadlineExceeded", 4),
+    }
+    assert failed.last_failure == states.Failure("DeadlineExceeded", "too slow", T1)
+
+
+def test_last_transition_time_moves_only_with_the_status():
+    first = states.reconciling(SplitModelStatus(), 1, "a", "h", None, T0)
+    again = states.reconciling(first, 2, "b", "h2", None, T1)
+    assert again.condition("Reconciling").last_transition_time == T0
+    done = states.ready(again, 2, COMPONENTS, True, None, T2)
+    assert done.condition("Ready").last_transition_time == T2
+    assert done.condition("Stalled").last_transition_time == T0  # False all along
+
+
+def test_status_round_trips_through_json():
+    status = SplitModelStatus.from_dict(fixtures()["ready"]["status"])
+    assert status.to_dict() == fixtures()["ready"]["status"]
+    assert SplitModelStatus.from_dict(None) == SplitModelStatus()
+
+
+def _floats(value: Any) -> list[Any]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for item in value.values() for f in _floats(item)]
+    if isinstance(value, list):
+        return [f for item in value for f in _floats(item)]
+    return []
+
+
+@pytest.mark.parametrize("name", list(KSTATUS))
+def test_the_crd_declares_everything_the_operator_writes(name):
+    """A real apiserver silently prunes undeclared fields and rejects floats in integers."""
+    crd = yaml.safe_load(CRD.read_text())
+    schema = Schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    body = fixtures()[name]
+    expected = copy.deepcopy(body)
+    if "status" in expected:
+        expected["status"] = {k: v for k, v in expected["status"].items() if v is not None}
+        body["status"] = expected["status"]
+    applied, errors = schema.apply(body)
+    assert errors == []
+    assert applied.get("status") == expected.get("status")
+    assert _floats(body) == []
+
+
+def test_every_schema_field_is_described():
+    crd = yaml.safe_load(CRD.read_text())
+    missing = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        if path not in ("", ".metadata") and "description" not in schema:
+            missing.append(path)
+        for key, child in schema.get("properties", {}).items():
+            walk(child, f"{path}.{key}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "")
+    assert missing == []
+
+
+def test_the_crd_names_and_columns():
+    crd = yaml.safe_load(CRD.read_text())
+    assert crd["metadata"]["name"] == "splitmodels.splitlearn.io"
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "SplitModel",
+        ["sm"],
+        ["splitlearn"],
+    )
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Model",
+        "Split",
+        "Ready",
+        "Reason",
+        "Age",
+    ]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    # Defaults the operator's config owns are not schema defaults (they would override it).
+    assert "default" not in spec["splitStorageConfig"]["properties"]["autoSave"]
+    assert "default" not in spec["splitStorageConfig"]["properties"]["storagePath"]
