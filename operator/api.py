@@ -3,7 +3,6 @@
 kopf watches and patches the SplitModels it serves; everything else (PVCs, Jobs, Pods,
 Events, and status writes that must land *before* a Job starts) goes through this client.
 It reuses kopf's credentials: the login handler hands it the same `ConnectionInfo`.
-Every call the operator makes is listed in `CALLS`, which the chart's RBAC test checks.
 """
 
 from __future__ import annotations
@@ -46,22 +45,6 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 PVCS = Resource("", "v1", "persistentvolumeclaims")
 EVENTS = Resource("", "v1", "events")
-
-#: Every (resource, subresource, verb) the operator's own client uses; kopf's own calls are
-#: listed with it in `rbac.required_rules`. The chart's RBAC is tested against these.
-CALLS: set[tuple[Resource, str | None, str]] = {
-    (SPLITMODELS, None, "get"),
-    (SPLITMODELS, "status", "patch"),
-    (JOBS, None, "get"),
-    (JOBS, None, "list"),
-    (JOBS, None, "create"),
-    (JOBS, None, "delete"),
-    (PODS, None, "list"),
-    (PVCS, None, "get"),
-    (PVCS, None, "create"),
-    (PVCS, None, "patch"),
-    (EVENTS, None, "create"),
-}
 
 
 class ApiError(Exception):

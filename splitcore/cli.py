@@ -153,6 +153,35 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """ModelConfig YAML -> SplitModel manifest, and back (the kind of the input decides)."""
+    import yaml
+
+    from splitcore.config import (
+        ConfigError,
+        ModelConfig,
+        model_config_to_split_model,
+        split_model_to_model_config,
+    )
+
+    document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ConfigError(f"{args.file}: expected a YAML mapping")
+    if document.get("kind") == "SplitModel":
+        print(
+            yaml.safe_dump(split_model_to_model_config(document).to_dict(), sort_keys=False), end=""
+        )
+    else:
+        manifest = model_config_to_split_model(
+            ModelConfig.from_dict(document),
+            namespace=args.namespace,
+            storage_claim=args.storage_claim,
+            source_claim=args.source_claim,
+        )
+        print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return EXIT_OK
+
+
 def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
     rows = [
         ("model_class", metadata.get("model_class")),
@@ -333,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
     _add_result_file(clean)
     clean.set_defaults(handler=cmd_clean)
+
+    manifest = commands.add_parser(
+        "manifest",
+        help="convert a ModelConfig YAML to a SplitModel manifest, or back",
+        description="Print the SplitModel manifest for a ModelConfig YAML file (or, given a "
+        "SplitModel manifest, the ModelConfig it stands for).",
+        epilog="example:\n  splitcore manifest model_config.yaml --storage-claim models "
+        "--source-claim checkpoints | kubectl apply -f -\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    manifest.add_argument("file", metavar="FILE", help="model_config.yaml or a SplitModel")
+    manifest.add_argument("--namespace", help="metadata.namespace of the SplitModel")
+    manifest.add_argument("--storage-claim", help="spec.storage.claimName (the output volume)")
+    manifest.add_argument("--source-claim", help="spec.source.claimName (the checkpoint volume)")
+    manifest.set_defaults(handler=cmd_manifest, result_file=None)
 
     inspect = commands.add_parser(
         "inspect",

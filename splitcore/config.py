@@ -227,3 +227,73 @@ class ModelConfig(_YamlConfig):
         for name in ("model_id", "model_path", "model_type"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")
+
+
+_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+SPLITMODEL_API_VERSION = "splitlearn.io/v1alpha1"
+
+
+def _resource_name(model_id: str) -> str:
+    """A Kubernetes object name for a model id: lowercase letters, digits and '-'."""
+    name = _DNS_LABEL.sub("-", model_id.lower()).strip("-")[:63].rstrip("-")
+    if not name:
+        raise ConfigError(f"model_id {model_id!r} gives no usable resource name")
+    return name
+
+
+def model_config_to_split_model(
+    config: ModelConfig,
+    *,
+    namespace: str | None = None,
+    storage_claim: str | None = None,
+    source_claim: str | None = None,
+) -> dict[str, Any]:
+    """The `SplitModel` manifest for a `ModelConfig` (DESIGN's table, in camelCase)."""
+    storage = config.split_storage_config or SplitStorageConfig()
+    metadata: dict[str, Any] = {"name": _resource_name(config.model_id)}
+    if namespace:
+        metadata["namespace"] = namespace
+    spec: dict[str, Any] = {
+        "modelId": config.model_id,
+        "modelPath": config.model_path,
+        "modelType": config.model_type,
+        "splitStorageConfig": {
+            "storagePath": storage.storage_path,
+            "autoSave": storage.auto_save,
+            "splitConfig": storage.split_config,
+        },
+    }
+    if storage_claim:
+        spec["storage"] = {"claimName": storage_claim}
+    if source_claim:
+        spec["source"] = {"claimName": source_claim}
+    return {
+        "apiVersion": SPLITMODEL_API_VERSION,
+        "kind": "SplitModel",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def split_model_to_model_config(manifest: Mapping[str, Any]) -> ModelConfig:
+    """The `ModelConfig` a `SplitModel` manifest stands for."""
+    if manifest.get("kind") != "SplitModel":
+        raise ConfigError(f"expected kind SplitModel, got {manifest.get('kind')!r}")
+    spec = manifest.get("spec") or {}
+    storage = spec.get("splitStorageConfig") or {}
+    split_storage = {
+        key: storage[camel]
+        for key, camel in (
+            ("storage_path", "storagePath"), ("auto_save", "autoSave"),
+            ("split_config", "splitConfig"),
+        )
+        if camel in storage
+    }  # fmt: skip
+    return ModelConfig.from_dict(
+        {
+            "model_id": spec.get("modelId") or manifest.get("metadata", {}).get("name", ""),
+            "model_path": spec.get("modelPath", ""),
+            "model_type": spec.get("modelType", "auto"),
+            "split_storage_config": split_storage,
+        }
+    )
