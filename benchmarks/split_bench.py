@@ -153,6 +153,13 @@ def measure(command: list[str]) -> Run:
     return Run(seconds, peaks.get("VmHWM:", 0), peaks.get("RssAnon:", 0))
 
 
+def settle(seconds: float = 3.0) -> None:
+    """Let the disk finish the previous variant's writeback and discards before the next one
+    starts, so no variant pays for another's deleted output."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(seconds)
+
+
 def build_checkpoint(name: str, directory: Path) -> Path:
     """Random weights with the model's exact shapes, written shard by shard (never whole)."""
     if (directory / "config.json").is_file():
@@ -273,8 +280,7 @@ def main() -> int:
         for round_number in range(1, args.rounds + 1):
             for name, command in variants.items():
                 out = out_root / name
-                shutil.rmtree(out, ignore_errors=True)
-                subprocess.run(["sync"], check=True)
+                settle()
                 run = measure(command(out))
                 runs[name].append(run)
                 if name == "split":

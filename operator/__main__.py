@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespaces = list(args.namespace) if args.namespace else None
     from splitlearn_operator import handlers  # noqa: F401  (registers the handlers)
 
-    memo = kopf.Memo(config=config, client=Client())
+    memo = kopf.Memo(config=config, client=Client(), namespaced=namespaces is not None)
     server = config.server
     kopf.run(
         standalone=True,

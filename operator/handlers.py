@@ -26,9 +26,14 @@ from splitlearn_operator.reconcile import JobInfo, Reconciler
 SPLITMODELS = (GROUP, VERSION, PLURAL)
 
 
-def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+def configure_kopf(
+    settings: kopf.OperatorSettings, config: OperatorConfig, namespaced: bool
+) -> None:
     """kopf's settings from the operator's configuration."""
     extras = config.extras
+    # Watching given namespaces needs no cluster-wide scan of namespaces and CRDs (and so no
+    # cluster-scoped RBAC at all); all namespaces does, to serve CRDs installed later.
+    settings.scanning.disabled = namespaced
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Progress and diff-base in annotations under our prefix: a structural schema would prune
     # them from status, and handler return values are never written (handlers return None).
@@ -51,7 +56,7 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
-    configure_kopf(settings, config)
+    configure_kopf(settings, config, namespaced=memo.namespaced)
     memo.metrics = Metrics()
     if config.server.enable_monitoring:
         memo.metrics.serve(config.server.metrics_port, config.server.host)

@@ -10,63 +10,15 @@ import pytest
 import yaml
 
 from splitlearn_operator import status as states
-from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verification
+from splitlearn_operator.status import SplitModelStatus
 from support.kubernetes import Schema
+from support.status_fixtures import COMPONENTS, KSTATUS, T0, T1, T2, fixtures
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "splitmodels.splitlearn.io.yaml"
-T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
-COMPONENTS = tuple(
-    ComponentStatus(name, f"GPT2{name.capitalize()}Model", start, end, end - start,
-                    3_000_000_000, 12_000_000_000, T1, f"/models/{name}/x_2-10_{name}.pt",
-                    f"/models/{name}/x_2-10_{name}_metadata.json", "ab" * 32)
-    for name, start, end in (("bottom", 0, 2), ("trunk", 2, 10), ("top", 10, 12))
-)  # fmt: skip
 
 
 def _conditions(status: SplitModelStatus) -> dict[str, tuple[str, str, int]]:
     return {c.type: (c.status, c.reason, c.observed_generation) for c in status.conditions}
-
-
-def fixtures() -> dict[str, dict[str, Any]]:
-    """Resources in each state, with statuses made by the operator's own transitions."""
-    running = states.reconciling(SplitModelStatus(), 1, "x-1", "h1", "models", T0)
-    done = states.ready(running, 1, COMPONENTS, True, Verification(True, "3.1e-07"), T1)
-    failed = states.stalled(running, 1, "OOMKilled", "out of memory", T1)
-    queued = states.queued(SplitModelStatus(), 1, "h1", 2, 2, T0)
-    changed = states.reconciling(done, 2, "x-2", "h2", "models", T2)
-
-    def body(status: SplitModelStatus | None, generation: int = 1, **meta: Any) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "apiVersion": "splitlearn.io/v1alpha1", "kind": "SplitModel",
-            "metadata": {"name": "x", "namespace": "ml", "generation": generation, **meta},
-            "spec": {"modelPath": "gpt2", "splitStorageConfig": {"splitConfig": "2-10"}},
-        }  # fmt: skip
-        if status is not None:
-            result["status"] = status.to_dict()
-        return result
-
-    return {
-        "no-status": body(None),
-        "queued": body(queued),
-        "in-progress": body(running),
-        "ready": body(done),
-        "failed": body(failed),
-        "spec-changed": body(done, generation=2),
-        "reconciling-new-generation": body(changed, generation=2),
-        "terminating": body(done, deletionTimestamp=T2, finalizers=["splitlearn.io/finalizer"]),
-    }
-
-
-KSTATUS = {
-    "no-status": "Current",  # cli-utils: nothing to compare yet (Argo shows Progressing)
-    "queued": "InProgress",
-    "in-progress": "InProgress",
-    "ready": "Current",
-    "failed": "Failed",
-    "spec-changed": "InProgress",
-    "reconciling-new-generation": "InProgress",
-    "terminating": "Terminating",
-}
 
 
 @pytest.mark.parametrize("name", list(KSTATUS))

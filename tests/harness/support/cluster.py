@@ -18,8 +18,6 @@ from support.kubelet import Kubelet
 from support.kubernetes import RealisticKubernetes
 from support.operator import OperatorProcess, write_kubeconfig
 
-REPO = Path(__file__).resolve().parents[3]
-CRD = REPO / "crds" / "splitmodels.splitlearn.io.yaml"
 NAMESPACE = "ml"
 SPLITMODELS = resource("splitlearn.io", "v1alpha1", "splitmodels")
 JOBS = resource("batch", "v1", "jobs")

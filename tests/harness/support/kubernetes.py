@@ -40,6 +40,7 @@ from kmock import KubernetesEmulator, KubernetesError, ResourceInfo, resource
 from kmock._internal import enums, parsing, rendering
 
 Key = tuple[resource, str | None, str]
+CRDS = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 @attrs.define
@@ -81,7 +82,14 @@ CORE_RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/pods": ("Pod", True, {"status", "log"}),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, {"status"}),
     "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/services": ("Service", True, {"status"}),
+    "v1/serviceaccounts": ("ServiceAccount", True, set()),
+    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
     "batch/v1/jobs": ("Job", True, {"status"}),
+    "rbac.authorization.k8s.io/v1/clusterroles": ("ClusterRole", False, set()),
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": ("ClusterRoleBinding", False, set()),
+    "rbac.authorization.k8s.io/v1/roles": ("Role", True, set()),
+    "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": (
         "CustomResourceDefinition",
         False,
@@ -368,7 +376,10 @@ class RealisticKubernetes(KubernetesEmulator):
     # ---- setup helpers used by tests and the kubelet (in-process, no HTTP)
 
     def install_crd(self, path: Path) -> dict[str, Any]:
-        crd = yaml.safe_load(path.read_text())
+        return self.put(CRDS, yaml.safe_load(path.read_text()))
+
+    def _register_crd(self, crd: dict[str, Any]) -> None:
+        """Serve a CRD's resource: discovery, its schema, its subresources."""
         names = crd["spec"]["names"]
         version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
         ref = resource(crd["spec"]["group"], version["name"], names["plural"])
@@ -382,7 +393,13 @@ class RealisticKubernetes(KubernetesEmulator):
             verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
         )
         self.schemas[ref] = Schema(version["schema"]["openAPIV3Schema"])
-        return self.put(resource("apiextensions.k8s.io", "v1", "customresourcedefinitions"), crd)
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        """kmock names the core group's version "/v1"; kubectl needs "v1"."""
+        payload = await super()._serve_version(request)
+        if isinstance(payload, dict) and payload.get("groupVersion") == "/v1":
+            payload["groupVersion"] = "v1"
+        return payload
 
     def kind_of(self, ref: resource) -> str:
         info = self.resources[ref]
@@ -488,6 +505,8 @@ class RealisticKubernetes(KubernetesEmulator):
         if self.has_status(ref) and ref in self.schemas:
             obj.pop("status", None)  # status is written through /status only
         obj = self._validate(ref, obj)
+        if ref == CRDS:
+            self._register_crd(obj)
         return self._commit(ref, key, obj, "ADDED")
 
     def _update(
