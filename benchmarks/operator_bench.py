@@ -26,9 +26,10 @@ sys.path.insert(0, str(REPO / "tests" / "harness"))
 
 from kmock import Server  # noqa: E402
 
-from support.cluster import CRD, JOBS, NAMESPACE, NAMESPACES, PVCS, splitmodel  # noqa: E402
+from support.cluster import JOBS, NAMESPACE, NAMESPACES, PVCS, splitmodel  # noqa: E402
 from support.kubernetes import RealisticKubernetes  # noqa: E402
 from support.operator import OperatorProcess, free_port, write_kubeconfig  # noqa: E402
+from support.repo import CRD  # noqa: E402
 
 MINIMAL = """
 import os, aiohttp, kopf

@@ -31,6 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class WaitingIsNotAnError(logging.Filter):
+    """kopf logs every `TemporaryError` as ERROR; the operator raises it to wait (a queue
+    slot, a claim being created), which is INFO for whoever reads the log."""
+
+    WAITING = ("queued:", "waiting for", "conflict:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if record.levelno == logging.ERROR and "failed temporarily: " in message:
+            reason = message.split("failed temporarily: ", 1)[1]
+            if reason.startswith(self.WAITING):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(config: OperatorConfig) -> None:
     """kopf's formatters: every line about a resource names its namespace/name."""
     json_lines = config.extras.log_format == "json"
@@ -40,6 +55,8 @@ def configure_logging(config: OperatorConfig) -> None:
         log_refkey="object",
     )
     logging.getLogger().setLevel(config.server.log_level.upper())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(WaitingIsNotAnError())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ It reuses kopf's credentials: the login handler hands it the same `ConnectionInf
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import tempfile
@@ -19,6 +20,8 @@ import aiohttp
 from splitlearn_operator.config import GROUP, PLURAL, VERSION
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+RETRIED_STATUSES = {429, 500, 502, 503, 504}
+RETRY_BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,28 @@ class Client:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+    ) -> Any:
+        """One call, retried on what a busy or restarting API server answers (429, 5xx, a
+        dropped connection) with a short backoff; other errors are raised as `ApiError`."""
+        for delay in (*RETRY_BACKOFF, None):
+            try:
+                return await self._request_once(method, path, params, body, content_type)
+            except ApiError as error:
+                if delay is None or error.status not in RETRIED_STATUSES:
+                    raise
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: Any,
+        content_type: str,
     ) -> Any:
         session = await self._session_for_request()
         headers = self._headers()

@@ -21,9 +21,17 @@ from splitlearn_operator.config import (
 )
 from splitlearn_operator.metrics import Metrics
 from splitlearn_operator.outcome import is_finished
-from splitlearn_operator.reconcile import JobInfo, Reconciler
+from splitlearn_operator.reconcile import (
+    JobInfo,
+    OutputKey,
+    Reconciler,
+    Writer,
+    output_key,
+)
+from splitlearn_operator.spec import SpecError, resolve_spec
 
 SPLITMODELS = (GROUP, VERSION, PLURAL)
+RESYNC_SECONDS = 30.0  # how often a Reconciling SplitModel looks at its Job itself
 
 
 def configure_kopf(
@@ -101,12 +109,32 @@ def claims_index(namespace: str | None, name: str, **_: Any) -> dict[Any, None]:
     return {(namespace, name): None}
 
 
+@kopf.index(*SPLITMODELS)
+def outputs_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, Writer] | None:
+    """Which SplitModels write which files, to refuse a second writer of the same files."""
+    metadata = body.get("metadata", {})
+    try:
+        spec = resolve_spec(dict(body), memo.config)
+    except SpecError:
+        return None
+    key = output_key(str(metadata.get("namespace")), spec)
+    if key is None:
+        return None
+    return {key: Writer(str(metadata.get("creationTimestamp", "")), str(metadata.get("name")))}
+
+
 class IndexView:
     """`reconcile.ClusterView` over kopf's indexes."""
 
-    def __init__(self, jobs: kopf.Index[Any, JobInfo], claims: kopf.Index[Any, None]) -> None:
+    def __init__(
+        self,
+        jobs: kopf.Index[Any, JobInfo],
+        claims: kopf.Index[Any, None],
+        outputs: kopf.Index[Any, Writer],
+    ) -> None:
         self._jobs = jobs
         self._claims = claims
+        self._outputs = outputs
 
     def jobs_of(self, namespace: str, splitmodel: str) -> list[JobInfo]:
         return list(self._jobs.get((namespace, splitmodel), []))
@@ -122,6 +150,9 @@ class IndexView:
     def has_claim(self, namespace: str, claim: str) -> bool:
         return (namespace, claim) in self._claims
 
+    def writers_of(self, output: OutputKey) -> list[Writer]:
+        return list(self._outputs.get(output, []))
+
     def running_jobs(self) -> int:
         return sum(1 for job in self.split_jobs().values() if job.active)
 
@@ -129,7 +160,7 @@ class IndexView:
 def _view(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexView:
     """kopf passes every index to handlers as a keyword argument named after it; the
     running-Jobs gauge reads the same live index."""
-    view = IndexView(kwargs["split_jobs_index"], kwargs["claims_index"])
+    view = IndexView(kwargs["split_jobs_index"], kwargs["claims_index"], kwargs["outputs_index"])
     memo.metrics.count_running = view.running_jobs
     return view
 
@@ -150,6 +181,17 @@ def _removes_files(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(*SPLITMODELS, id="delete", when=_removes_files)
 async def delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
     await memo.reconciler.delete(dict(body), logger, _view(memo, kwargs))
+
+
+def _reconciling(status: kopf.Status, **_: Any) -> bool:
+    conditions = status.get("conditions") or []
+    return any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in conditions)
+
+
+@kopf.timer(*SPLITMODELS, id="resync", interval=RESYNC_SECONDS, idle=RESYNC_SECONDS,
+            when=_reconciling)  # fmt: skip
+async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    await memo.reconciler.resync(dict(body), _view(memo, kwargs))
 
 
 def _finished(body: kopf.Body, **_: Any) -> bool:

@@ -39,6 +39,39 @@ from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verifi
 Transform = Callable[[dict[str, Any], SplitModelStatus], SplitModelStatus | None]
 
 
+OutputKey = tuple[str, str, str, str, str, str]
+
+
+@dataclass(frozen=True, order=True)
+class Writer:
+    """A SplitModel that writes a given set of files; the oldest one owns them."""
+
+    created: str
+    name: str
+
+
+def output_key(namespace: str, spec: ResolvedSpec) -> OutputKey | None:
+    """What identifies the files a spec writes: same claim, folder, model id, split, format."""
+    if spec.storage is None:
+        return None
+    return (namespace, spec.storage.name, spec.storage_path, spec.model_id, spec.split_config,
+            spec.file_format)  # fmt: skip
+
+
+def object_logger(body: dict[str, Any]) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger whose lines name the SplitModel (kopf's formatters print `[namespace/name]`
+    in text and an `object` reference in JSON)."""
+    metadata = body.get("metadata", {})
+    reference = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+        "namespace": metadata.get("namespace"),
+    }
+    return logging.LoggerAdapter(logging.getLogger("splitlearn.operator"), {"k8s_ref": reference})
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """What the operator needs to know of one of its Jobs, kept in memory from the watch."""
@@ -78,9 +111,11 @@ class ClusterView(Protocol):
 
     def has_claim(self, namespace: str, claim: str) -> bool: ...
 
+    def writers_of(self, output: OutputKey) -> list[Writer]: ...
+
 
 #: Stalls a user fixes outside the SplitModel (by creating a claim): retried on a timer.
-WAITING_REASONS = ("SourceClaimNotFound", "StorageClaimNotFound")
+WAITING_REASONS = ("SourceClaimNotFound", "StorageClaimNotFound", "Conflict")
 STATUS_WRITE_ATTEMPTS = 8
 
 
@@ -141,7 +176,7 @@ class Reconciler:
                 builders.build_event(body, kind, reason, message),
             )  # fmt: skip
         except ApiError as error:
-            logging.getLogger(__name__).warning("could not post the %s Event: %s", reason, error)
+            object_logger(body).warning("could not post the %s Event: %s", reason, error)
 
     async def stall(self, body: dict[str, Any], reason: str, message: str) -> None:
         """Ready=False, Stalled=True, lastFailure, a Warning Event (once per transition)."""
@@ -157,6 +192,7 @@ class Reconciler:
             body,
         )
         if not (stalled and stalled.status == states.TRUE and stalled.reason == reason):
+            object_logger(body).warning("stalled: %s: %s", reason, message)
             self.metrics.failures.labels(reason).inc()
             await self.event(body, "Warning", reason, message)
 
@@ -187,6 +223,7 @@ class Reconciler:
             self.metrics.reconciles.labels("unchanged").inc()
             return
 
+        await self._refuse_conflicts(body, spec, view)
         await self._ensure_claims(body, spec, view)
         job_name = builders.job_name(name, spec.spec_hash)
         jobs = view.jobs_of(namespace, name)
@@ -263,6 +300,26 @@ class Reconciler:
             f"queued: {running}/{limit} Jobs running",
             delay=self.config.extras.queue_retry_seconds,
         )
+
+    async def _refuse_conflicts(
+        self, body: dict[str, Any], spec: ResolvedSpec, view: ClusterView
+    ) -> None:
+        """Two SplitModels must never write the same files: the oldest keeps them."""
+        namespace, name = _key(body)
+        key = output_key(namespace, spec)
+        writers = sorted(view.writers_of(key)) if key else []
+        owner = writers[0] if writers else None
+        if owner is None or owner.name == name:
+            return
+        wait = self.config.extras.wait_retry_seconds
+        await self.stall(
+            body, "Conflict",
+            f"SplitModel {owner.name} already writes {spec.storage_path}/*/{spec.model_id}_"
+            f"{spec.split_config}_*.{spec.file_format} on claim {key[1] if key else ''}; "
+            "change spec.modelId or spec.splitStorageConfig.storagePath (looked at again every "
+            f"{wait:g}s)",
+        )  # fmt: skip
+        raise kopf.TemporaryError("conflict: another SplitModel writes these files", delay=wait)
 
     @staticmethod
     def _already_done(current: SplitModelStatus, spec: ResolvedSpec, generation: int) -> bool:
@@ -376,6 +433,20 @@ class Reconciler:
         if job["metadata"].get("labels", {}).get(LABEL_COMPONENT) == builders.SPLIT:
             await self._record(job)
 
+    async def resync(self, body: dict[str, Any], view: ClusterView) -> None:
+        """A safety net for a Job event lost in transit (a dropped watch, an API error while
+        recording): a Reconciling SplitModel whose Job has finished gets its result."""
+        status = SplitModelStatus.from_dict(body.get("status"))
+        if not status.is_true(states.RECONCILING) or status.job_name is None:
+            return
+        namespace, name = _key(body)
+        info = next((j for j in view.jobs_of(namespace, name) if j.name == status.job_name), None)
+        if info is None or not info.finished:
+            return
+        job = await self.client.get(JOBS, namespace, info.name)
+        async with self._locks[(namespace, name)]:
+            await self._record_locked(job, namespace, name)
+
     async def _record(self, job: dict[str, Any]) -> None:
         namespace = job["metadata"]["namespace"]
         name = job["metadata"].get("labels", {}).get(LABEL_SPLITMODEL)
@@ -434,6 +505,10 @@ class Reconciler:
             return states.ready(marked, generation, components, saved, checked, moment)
 
         await self.write_status(namespace, name, transform)
+        object_logger(body).info(
+            "Job %s %s: %d components recorded", job_name,
+            "succeeded" if saved else "planned", len(components),
+        )  # fmt: skip
         if saved:
             for component in components:
                 self.metrics.bytes_written.labels(component.name).inc(component.memory_bytes)

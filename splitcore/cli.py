@@ -83,6 +83,7 @@ class VerificationFailed(ValueError):
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from splitcore.progress import Progress
     from splitcore.split import split_checkpoint
 
     split_point_1, split_point_2 = args.split
@@ -98,6 +99,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         file_format=args.format,
         save=not args.no_save,
         allow_pickle=args.allow_pickle,
+        progress=None if args.quiet else Progress(),
     )
     if args.no_save:
         print(f"Plan only (--no-save): nothing was written under {args.storage}")
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept pickled .bin checkpoints (loaded with weights_only=True)",
     )
+    split.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     split.add_argument(
         "--verify",
         action="store_true",

@@ -19,7 +19,7 @@ import json
 import mmap
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -211,8 +211,14 @@ class SafetensorsFile:
         )
 
 
+TensorWritten = Callable[[str, int], None]
+
+
 def write_safetensors(
-    tensors: Mapping[str, TensorData], sink: Sink, metadata: Mapping[str, str]
+    tensors: Mapping[str, TensorData],
+    sink: Sink,
+    metadata: Mapping[str, str],
+    on_tensor: TensorWritten | None = None,
 ) -> None:
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
@@ -226,9 +232,11 @@ def write_safetensors(
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
     sink.write(struct.pack("<Q", len(encoded)) + encoded)
-    for tensor in tensors.values():
+    for name, tensor in tensors.items():
         for piece, span in chunks(tensor):
             sink.write(piece, span)
+        if on_tensor is not None:
+            on_tensor(name, tensor.nbytes)
 
 
 # ---------------------------------------------------------------------- torch.save's zip
@@ -426,7 +434,10 @@ class ZipWriter:
 
 
 def write_torch_zip(
-    tensors: Mapping[str, TensorData], sink: Sink, zip64_limit: int = _ZIP64_LIMIT
+    tensors: Mapping[str, TensorData],
+    sink: Sink,
+    zip64_limit: int = _ZIP64_LIMIT,
+    on_tensor: TensorWritten | None = None,
 ) -> None:
     """What `torch.save(state_dict, f)` writes, for tensors given as bytes."""
     pickled = pickle_state_dict(tensors)
@@ -435,8 +446,10 @@ def write_torch_zip(
     archive.record("archive/.format_version", b"1")
     archive.record("archive/.storage_alignment", str(_ALIGNMENT).encode())
     archive.record("archive/byteorder", b"little")
-    for key, tensor in enumerate(tensors.values()):
+    for key, (name, tensor) in enumerate(tensors.items()):
         archive.record(f"archive/data/{key}", tensor)
+        if on_tensor is not None:
+            on_tensor(name, tensor.nbytes)
     archive.record("archive/version", b"3\n")
     sizes = ",".join(str(t.nbytes) for t in tensors.values()).encode()
     serialization_id = hashlib.sha1(pickled + sizes, usedforsecurity=False).hexdigest()

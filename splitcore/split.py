@@ -19,6 +19,7 @@ from typing import IO, Any
 from splitcore.checkpoint import Checkpoint, resolve_checkpoint_dir
 from splitcore.models import check_model_type
 from splitcore.plan import SplitPlan
+from splitcore.progress import Progress
 from splitcore.storage import (
     COMPONENTS,
     FORMATS,
@@ -165,6 +166,7 @@ def split_checkpoint(
     save: bool = True,
     allow_pickle: bool = False,
     out: IO[str] | None = None,
+    progress: Progress | None = None,
 ) -> SplitResult:
     """Split a checkpoint into component files without building the model.
 
@@ -214,7 +216,14 @@ def split_checkpoint(
                 path = StorageManager.get_split_model_path(
                     storage_path, name, component, plan.split_config, file_format
                 )
-                staged = stage_component(tensors, path, metadata)
+                summary = TensorSummary.of(tensors)
+                if progress is not None:
+                    progress.component(component, len(tensors), summary.memory_bytes)
+                staged = stage_component(
+                    tensors, path, metadata, progress.tensor if progress else None
+                )
+                if progress is not None:
+                    progress.component_done()
                 pending.append(committer.submit(_commit, staged, path, metadata, report, failed))
                 del source_tensors, tensors
         except BaseException:

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from splitcore.config import parse_split_config
-from splitcore.formats import FileSpan, TensorData, write_safetensors, write_torch_zip
+from splitcore.formats import (
+    FileSpan,
+    TensorData,
+    TensorWritten,
+    write_safetensors,
+    write_torch_zip,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -218,11 +224,14 @@ class StagedFile:
 
 @contextlib.contextmanager
 def staged_file(path: Path) -> Iterator[StagedFile]:
-    """A `StagedFile` that is aborted if writing it raises; the caller commits it."""
+    """A `StagedFile` that is aborted if writing it raises; the caller commits it.
+
+    Hashing may still be running when this returns: `commit` waits for it, so the next file
+    can start streaming while the hasher catches up on this one.
+    """
     staged = StagedFile(path)
     try:
         yield staged
-        staged.sink.finish()
     except BaseException:
         staged.abort()
         raise
@@ -284,15 +293,16 @@ def stage_weights(
     path: Path,
     file_format: str = "pt",
     header_metadata: Mapping[str, str] | None = None,
+    on_tensor: TensorWritten | None = None,
 ) -> StagedFile:
     """Write a component's tensors to a temp file beside `path`; the caller commits it."""
     check_format(file_format)
     ordered = {name: as_tensor_data(tensors[name]) for name in canonical_order(tensors)}
     with staged_file(path) as staged:
         if file_format == "pt":
-            write_torch_zip(ordered, staged.sink)
+            write_torch_zip(ordered, staged.sink, on_tensor=on_tensor)
         else:
-            write_safetensors(ordered, staged.sink, header_metadata or {})
+            write_safetensors(ordered, staged.sink, header_metadata or {}, on_tensor)
     return staged
 
 
@@ -392,10 +402,13 @@ def save_component(
 
 
 def stage_component(
-    tensors: Mapping[str, TensorData | torch.Tensor], path: Path, metadata: dict[str, Any]
+    tensors: Mapping[str, TensorData | torch.Tensor],
+    path: Path,
+    metadata: dict[str, Any],
+    on_tensor: TensorWritten | None = None,
 ) -> StagedFile:
     """The first half of `save_component`: the weights, written and hashed, not yet visible."""
-    return stage_weights(tensors, path, metadata["format"], header_metadata(metadata))
+    return stage_weights(tensors, path, metadata["format"], header_metadata(metadata), on_tensor)
 
 
 def commit_component(

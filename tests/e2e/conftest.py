@@ -9,9 +9,10 @@ import pytest
 import pytest_asyncio
 from kmock import Server
 
-from support.cluster import CRD, NAMESPACE, NAMESPACES, Cluster
+from support.cluster import NAMESPACE, NAMESPACES, Cluster
 from support.kubelet import Kubelet
 from support.kubernetes import RealisticKubernetes
+from support.repo import CRD
 
 
 @pytest_asyncio.fixture

@@ -224,7 +224,7 @@ def test_a_killed_writer_leaves_only_a_temp_file_which_the_next_run_removes(
         "import os, signal\n"
         "import splitcore.storage\n"
         "from splitcore.split import split_checkpoint\n"
-        "def write_then_die(tensors, sink):\n"
+        "def write_then_die(tensors, sink, **options):\n"
         "    sink.write(b'partial bytes')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "splitcore.storage.write_torch_zip = write_then_die\n"

@@ -60,7 +60,7 @@ class RunningPod:
 class Kubelet:
     api: RealisticKubernetes
     root: Path
-    faults: dict[str, Fault] = field(default_factory=dict)  # by Job name
+    faults: dict[str, Fault] = field(default_factory=dict)  # by SplitModel (or Job) name
     small_volumes: dict[str, int] = field(default_factory=dict)  # claim name -> tmpfs bytes
     pods: dict[tuple[str, str], RunningPod] = field(default_factory=dict)
     max_parallel_seen: int = 0
@@ -244,7 +244,8 @@ class Kubelet:
             "PYTHONSAFEPATH": "1",
             **{item["name"]: item["value"] for item in container.get("env", [])},
         }
-        fault = self.faults.get(job_name)
+        owner = metadata.get("labels", {}).get("splitlearn.io/splitmodel", "")
+        fault = self.faults.get(owner) or self.faults.get(job_name)
         if fault and fault.kind == "hang":
             command, binary = ["sleep", "3600"], "/bin/sleep"
         process = await asyncio.create_subprocess_exec(

@@ -45,14 +45,22 @@ CRDS = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 @attrs.define
 class ApiFault:
-    """An injected API failure: the next `times` matching calls get `status`."""
+    """An injected API failure: the next `times` matching calls get `status`, or, with
+    `hang`, never get an answer until `release()` (a process killed mid-call)."""
 
     status: int = 500
     method: str | None = None  # e.g. "PATCH"
     plural: str | None = None  # e.g. "splitmodels"
     subresource: str | None = "*"  # "*": any, None: only the main resource
     times: int = 1
+    hang: bool = False
+    when: Callable[[rendering.Request], bool] | None = None
     fired: int = 0
+    released: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.times = 0
+        self.released.set()
 
     @property
     def reason(self) -> str:
@@ -65,7 +73,7 @@ class ApiFault:
 
     def matches(self, request: rendering.Request) -> bool:
         return (
-            (self.method is None or str(request.method).upper() == self.method)
+            (self.method is None or request.method == self.method)
             and (
                 self.plural is None or (request.resource and request.resource.plural == self.plural)
             )
@@ -362,6 +370,12 @@ class RealisticKubernetes(KubernetesEmulator):
     faults: list[ApiFault] = attrs.field(factory=list, init=False)
     watch_epoch: int = attrs.field(default=0, init=False)  # bump to cut every open watch
 
+    def inject(self, **fault: Any) -> ApiFault:
+        """Add a fault (see `ApiFault`); it stays until its `times` are used up."""
+        injected = ApiFault(**fault)
+        self.faults.append(injected)
+        return injected
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for path, (kind, namespaced, subresources) in CORE_RESOURCES.items():
@@ -633,6 +647,8 @@ class RealisticKubernetes(KubernetesEmulator):
             if fault.times > 0 and fault.matches(request):
                 fault.times -= 1
                 fault.fired += 1
+                if fault.hang:
+                    await fault.released.wait()
                 raise KubernetesError(status=fault.status, reason=fault.reason, message="injected")
         known = request.resource is not None and request.resource in list(self.resources)
         if known and request.action == enums.action.WATCH:
