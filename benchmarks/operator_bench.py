@@ -1,13 +1,17 @@
-"""Operator benchmark: 200 SplitModels at once, our operator against a minimal kopf operator.
+"""Operator benchmarks on the e2e harness's emulated API server (never timed tests).
 
-Both run as processes against the same in-memory API server (the e2e harness's realistic
-layer over kmock), in the same run, one after the other on a fresh store: the time from
-creating 200 SplitModels to seeing 200 Jobs, and the operator's peak RSS. The minimal
-operator only creates one Job per resource: it is the floor for "kopf + one Job".
+`jobs` (default): 200 SplitModels at once, our operator against a minimal kopf operator
+that only creates one Job per resource (the floor for "kopf + one Job"), as processes in the
+same run on fresh stores: time until all 200 Jobs exist, and peak RSS.
 
-    python benchmarks/operator_bench.py [--count 200] [--rounds 3]
+`lifecycle`: 200 SplitModels created, updated (a new split) and deleted (half with
+deletionPolicy: Delete, so cleanup Jobs run), with the test kubelet really running every Job,
+for two rounds against one operator process: time per phase, the most Jobs ever running at
+once (must not exceed max_models), errors, stuck finalizers, and the operator's RSS after
+each round (flat is the target).
 
-Never a timed test: it prints numbers, it asserts nothing.
+    python benchmarks/operator_bench.py [jobs] [--count 200] [--rounds 3]
+    python benchmarks/operator_bench.py lifecycle [--count 200] [--rounds 2] [--max-models 5]
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from kmock import Server  # noqa: E402
 
 from support.cluster import JOBS, NAMESPACE, NAMESPACES, PVCS, splitmodel  # noqa: E402
 from support.kubernetes import RealisticKubernetes  # noqa: E402
+
+SPLITMODELS_REF = __import__("kmock").resource("splitlearn.io", "v1alpha1", "splitmodels")
+EVENTS_REF = __import__("kmock").resource("", "v1", "events")
 from support.operator import OperatorProcess, free_port, write_kubeconfig  # noqa: E402
 from support.repo import CRD  # noqa: E402
 
@@ -126,13 +133,99 @@ def rss(pid: int) -> int:
     return 0
 
 
+async def lifecycle(count: int, rounds: int, max_models: int) -> int:
+    """Create, update, delete `count` SplitModels per round against one operator."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from support.cluster import Cluster, put_checkpoint
+    from support.kubelet import Kubelet
+
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        root.chmod(0o755)
+        torch.manual_seed(0)
+        config = GPT2Config(n_layer=12, n_embd=32, n_head=4, n_positions=64, vocab_size=96,
+                            bos_token_id=0, eos_token_id=0)  # fmt: skip
+        GPT2LMHeadModel(config).save_pretrained(root / "gpt2")
+        api = RealisticKubernetes()
+        async with api, Server(api):
+            api.install_crd(CRD)
+            api.put(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": NAMESPACE}})  # fmt: skip
+            kubelet = Kubelet(api, root / "node")
+            await kubelet.start()
+            cluster = Cluster(api, kubelet, str(api.url), root)
+            put_checkpoint(cluster, root / "gpt2")
+            cluster.claim("models")
+            operator = await cluster.operator(max_models=max_models, max_workers=50,
+                                              log_level="WARNING")  # fmt: skip
+            names = [f"sm-{index:04d}" for index in range(count)]
+            rss_after: list[int] = []
+            errors = 0
+            try:
+                for round_number in range(1, rounds + 1):
+                    timings = {}
+                    start = time.perf_counter()
+                    for index, name in enumerate(names):
+                        policy = "Delete" if index % 2 else "Retain"
+                        code, _ = await cluster.apply(splitmodel(name, deletionPolicy=policy))
+                        errors += code not in (200, 201)
+                    await cluster.eventually(
+                        lambda: all(cluster.condition(n, "Ready").get("status") == "True"
+                                    for n in names), timeout=1800, what="all Ready",
+                    )  # fmt: skip
+                    timings["create"] = time.perf_counter() - start
+                    start = time.perf_counter()
+                    for name in names:
+                        spec = cluster.splitmodel(name)["spec"]
+                        spec["splitStorageConfig"]["splitConfig"] = "3-9"
+                        errors += await cluster.patch_spec(name, spec) != 200
+                    await cluster.eventually(
+                        lambda: all(
+                            cluster.condition(n, "Ready").get("status") == "True"
+                            and cluster.splitmodel(n)["status"].get("observedGeneration") == 2
+                            for n in names), timeout=1800, what="all updated",
+                    )  # fmt: skip
+                    timings["update"] = time.perf_counter() - start
+                    start = time.perf_counter()
+                    for name in names:
+                        errors += await cluster.delete(name) != 200
+                    await cluster.eventually(
+                        lambda: not api.objects(SPLITMODELS_REF, NAMESPACE), timeout=1800,
+                        what="all deleted (no stuck finalizer)",
+                    )  # fmt: skip
+                    timings["delete"] = time.perf_counter() - start
+                    warnings = sum(1 for event in api.objects(EVENTS_REF, NAMESPACE)
+                                   if event["type"] == "Warning")  # fmt: skip
+                    rss_after.append(operator.rss_bytes())
+                    phases = ", ".join(f"{phase} {sec:.1f} s" for phase, sec in timings.items())
+                    print(f"  round {round_number}: {phases}; most Jobs at once "
+                          f"{kubelet.max_parallel_seen} (max_models {max_models}); Warning "
+                          f"Events {warnings}; API errors {errors}; operator RSS "
+                          f"{rss_after[-1] / 2**20:.0f} MiB", flush=True)  # fmt: skip
+            finally:
+                await operator.stop()
+                await kubelet.stop()
+    growth = (rss_after[-1] - rss_after[0]) / 2**20 if len(rss_after) > 1 else 0.0
+    print(f"\n{count} SplitModels x {rounds} rounds: most Jobs at once "
+          f"{kubelet.max_parallel_seen} (max_models {max_models}); RSS growth between rounds "
+          f"{growth:+.1f} MiB")  # fmt: skip
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("mode", nargs="?", choices=("jobs", "lifecycle"), default="jobs")
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--max-models", type=int, default=5)
     args = parser.parse_args()
+    if args.mode == "lifecycle":
+        return await lifecycle(args.count, args.rounds or 2, args.max_models)
+    args.rounds = args.rounds or 3
     results: dict[str, list[tuple[float, int]]] = {"minimal": [], "splitlearn": []}
     with tempfile.TemporaryDirectory() as temp:
         for round_number in range(1, args.rounds + 1):

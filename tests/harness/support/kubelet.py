@@ -53,6 +53,7 @@ class RunningPod:
     process: asyncio.subprocess.Process
     started: float
     directory: Path
+    split: bool  # a split Job's pod (max_models counts these), not a cleanup's
     killed_reason: str | None = None
 
 
@@ -63,7 +64,7 @@ class Kubelet:
     faults: dict[str, Fault] = field(default_factory=dict)  # by SplitModel (or Job) name
     small_volumes: dict[str, int] = field(default_factory=dict)  # claim name -> tmpfs bytes
     pods: dict[tuple[str, str], RunningPod] = field(default_factory=dict)
-    max_parallel_seen: int = 0
+    max_parallel_seen: int = 0  # split Jobs' pods running at once, at most
     delay_seconds: float = 0.0  # every container sleeps this long before its command
     _created_mountpoints: list[Path] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
@@ -119,7 +120,11 @@ class Kubelet:
                 pod.killed_reason = "Deleted"
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pod.process.pid, signal.SIGKILL)
-        running = sum(1 for pod in self.pods.values() if pod.process.returncode is None)
+        running = sum(
+            1 for (namespace, job_name), pod in self.pods.items()
+            if pod.process.returncode is None and pod.split
+            and self.api.get(JOBS, namespace, job_name) is not None
+        )  # fmt: skip
         self.max_parallel_seen = max(self.max_parallel_seen, running)
 
     @staticmethod
@@ -254,7 +259,10 @@ class Kubelet:
             stdout=(pod_dir / "stdout.log").open("wb"), stderr=asyncio.subprocess.STDOUT,
             env=env, start_new_session=True, cwd=pod_dir,
         )  # fmt: skip
-        running = RunningPod(pod_name, job_name, namespace, process, time.monotonic(), pod_dir)
+        split = labels.get("app.kubernetes.io/component") == "split"
+        running = RunningPod(
+            pod_name, job_name, namespace, process, time.monotonic(), pod_dir, split
+        )
         self.pods[(namespace, job_name)] = running
         self.api.write_status(PODS, namespace, pod_name, {"phase": "Running", "startTime": now()})
         self._tasks.add(task := asyncio.create_task(self._finish(job, running, fault)))
