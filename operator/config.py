@@ -59,6 +59,7 @@ class OperatorExtras:
     )
     queue_retry_seconds: float = 5.0  # how soon a Queued SplitModel looks for a free slot
     wait_retry_seconds: float = 30.0  # how soon a missing claim is looked for again
+    resync_seconds: float = 30.0  # how often finished Jobs are checked against the statuses
     watch_server_timeout_seconds: int = 300
     watch_client_timeout_seconds: int = 330
 

@@ -5,6 +5,8 @@ Importing this module registers them with kopf; `__main__` then runs kopf standa
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -31,7 +33,6 @@ from splitlearn_operator.reconcile import (
 from splitlearn_operator.spec import SpecError, resolve_spec
 
 SPLITMODELS = (GROUP, VERSION, PLURAL)
-RESYNC_SECONDS = 30.0  # how often a Reconciling SplitModel looks at its Job itself
 
 
 def configure_kopf(
@@ -62,7 +63,7 @@ def configure_kopf(
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorConfig = memo.config
     configure_kopf(settings, config, namespaced=memo.namespaced)
     memo.metrics = Metrics()
@@ -70,10 +71,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.metrics.serve(config.server.metrics_port, config.server.host)
     memo.reconciler = Reconciler(config, memo.client, memo.metrics)
     memo.last_api_check = 0.0
+    memo.resync = asyncio.create_task(resync_forever(memo, _view(memo, kwargs)))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.cancel()
     await memo.client.close()
 
 
@@ -131,10 +134,12 @@ class IndexView:
         jobs: kopf.Index[Any, JobInfo],
         claims: kopf.Index[Any, None],
         outputs: kopf.Index[Any, Writer],
+        reconciling: kopf.Index[Any, str],
     ) -> None:
         self._jobs = jobs
         self._claims = claims
         self._outputs = outputs
+        self.reconciling = reconciling
 
     def jobs_of(self, namespace: str, splitmodel: str) -> list[JobInfo]:
         return list(self._jobs.get((namespace, splitmodel), []))
@@ -160,7 +165,12 @@ class IndexView:
 def _view(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexView:
     """kopf passes every index to handlers as a keyword argument named after it; the
     running-Jobs gauge reads the same live index."""
-    view = IndexView(kwargs["split_jobs_index"], kwargs["claims_index"], kwargs["outputs_index"])
+    view = IndexView(
+        kwargs["split_jobs_index"],
+        kwargs["claims_index"],
+        kwargs["outputs_index"],
+        kwargs["reconciling_index"],
+    )
     memo.metrics.count_running = view.running_jobs
     return view
 
@@ -183,15 +193,29 @@ async def delete(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -
     await memo.reconciler.delete(dict(body), logger, _view(memo, kwargs))
 
 
-def _reconciling(status: kopf.Status, **_: Any) -> bool:
+@kopf.index(*SPLITMODELS)
+def reconciling_index(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[Any, str] | None:
+    """SplitModels waiting for a Job, by (namespace, name) -> the Job's name."""
     conditions = status.get("conditions") or []
-    return any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in conditions)
+    waiting = any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in conditions)
+    job_name = status.get("jobName")
+    return {(namespace, name): str(job_name)} if waiting and job_name else None
 
 
-@kopf.timer(*SPLITMODELS, id="resync", interval=RESYNC_SECONDS, idle=RESYNC_SECONDS,
-            when=_reconciling)  # fmt: skip
-async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    await memo.reconciler.resync(dict(body), _view(memo, kwargs))
+async def resync_forever(memo: kopf.Memo, view: IndexView) -> None:
+    """One loop for the whole operator (a timer per object costs more than it is worth):
+    every `resync_seconds`, a Reconciling SplitModel whose Job has finished gets its result, in
+    case the Job's event was lost (a dropped watch, an API error while recording)."""
+    while True:
+        await asyncio.sleep(memo.config.extras.resync_seconds)
+        for (namespace, name), job_names in list(view.reconciling.items()):
+            for job_name in job_names:
+                try:
+                    await memo.reconciler.resync(namespace, name, job_name, view)
+                except Exception:  # one resource's trouble must not stop the loop
+                    logging.getLogger(__name__).exception("resync of %s/%s failed", namespace, name)
 
 
 def _finished(body: kopf.Body, **_: Any) -> bool:

@@ -367,19 +367,13 @@ class Reconciler:
     ) -> None:
         """Both claims must exist before the Job: a missing one leaves its pod Pending."""
         namespace, _ = _key(body)
-        wait = self.config.extras.wait_retry_seconds
         source = spec.source_claim
         if (
             source
             and not view.has_claim(namespace, source)
             and await self._claim_exists(namespace, source) is None
         ):
-            await self.stall(
-                body, "SourceClaimNotFound",
-                f"PersistentVolumeClaim {spec.source_claim} (spec.source.claimName) does not "
-                f"exist in {namespace}; create it, it is looked for again every {wait:g}s",
-            )  # fmt: skip
-            raise kopf.TemporaryError("waiting for the source claim", delay=wait)
+            await self._wait_for_claim(body, source, "SourceClaimNotFound", "spec.source")
         if spec.storage is None:
             return
         if not spec.storage.create and view.has_claim(namespace, spec.storage.name):
@@ -414,12 +408,22 @@ class Reconciler:
                     {"metadata": {"ownerReferences": wanted["metadata"].get("ownerReferences")}},
                 )  # fmt: skip
         elif existing is None:
-            await self.stall(
-                body, "StorageClaimNotFound",
-                f"PersistentVolumeClaim {spec.storage.name} (spec.storage.claimName) does not "
-                f"exist in {namespace}; create it, it is looked for again every {wait:g}s",
-            )  # fmt: skip
-            raise kopf.TemporaryError("waiting for the storage claim", delay=wait)
+            await self._wait_for_claim(
+                body, spec.storage.name, "StorageClaimNotFound", "spec.storage"
+            )
+
+    async def _wait_for_claim(
+        self, body: dict[str, Any], claim: str, reason: str, field: str
+    ) -> None:
+        """A missing claim is Stalled and looked for again: creating it is the fix."""
+        namespace, _ = _key(body)
+        wait = self.config.extras.wait_retry_seconds
+        await self.stall(
+            body, reason,
+            f"PersistentVolumeClaim {claim} ({field}.claimName) does not exist in {namespace}; "
+            f"create it, it is looked for again every {wait:g}s",
+        )  # fmt: skip
+        raise kopf.TemporaryError(f"waiting for claim {claim}", delay=wait)
 
     async def _delete_jobs(self, jobs: list[JobInfo]) -> None:
         for job in jobs:
@@ -433,14 +437,9 @@ class Reconciler:
         if job["metadata"].get("labels", {}).get(LABEL_COMPONENT) == builders.SPLIT:
             await self._record(job)
 
-    async def resync(self, body: dict[str, Any], view: ClusterView) -> None:
-        """A safety net for a Job event lost in transit (a dropped watch, an API error while
-        recording): a Reconciling SplitModel whose Job has finished gets its result."""
-        status = SplitModelStatus.from_dict(body.get("status"))
-        if not status.is_true(states.RECONCILING) or status.job_name is None:
-            return
-        namespace, name = _key(body)
-        info = next((j for j in view.jobs_of(namespace, name) if j.name == status.job_name), None)
+    async def resync(self, namespace: str, name: str, job_name: str, view: ClusterView) -> None:
+        """Record the result of a finished Job whose SplitModel still says Reconciling."""
+        info = next((j for j in view.jobs_of(namespace, name) if j.name == job_name), None)
         if info is None or not info.finished:
             return
         job = await self.client.get(JOBS, namespace, info.name)

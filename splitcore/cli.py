@@ -239,6 +239,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_split_location(parser: argparse.ArgumentParser) -> None:
+    """Where one split's files are: storage folder, model name, split and format."""
+    from splitcore.storage import FORMATS
+
+    parser.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
+    parser.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
+    parser.add_argument(
+        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
+
+
 def _add_result_file(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--result-file",
@@ -335,13 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source ./gpt2\n\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
-    verify.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
-    verify.add_argument(
-        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
-    )
+    _add_split_location(verify)
     verify.add_argument("--source", metavar="CHECKPOINT", help="source checkpoint to compare with")
-    verify.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
     verify.add_argument("--device", default="cpu", help="device for the probe (default: cpu)")
     verify.add_argument(
         "--tolerance", type=float, default=1e-5, help="max abs diff allowed (default: 1e-5)"
@@ -357,12 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    clean.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
-    clean.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
-    clean.add_argument(
-        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
-    )
-    clean.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
+    _add_split_location(clean)
     _add_result_file(clean)
     clean.set_defaults(handler=cmd_clean)
 

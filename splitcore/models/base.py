@@ -168,6 +168,12 @@ class BottomModel(BaseSplitModel):
         **inputs: Any,
     ) -> torch.Tensor:
         """`input_ids [B, T]` -> hidden states `[B, T, H]`."""
+        unexpected = set(inputs) - set(self.adapter.embedding_inputs)
+        if unexpected:
+            raise TypeError(
+                f"{type(self).__name__} takes no {', '.join(sorted(unexpected))}; its extra "
+                f"inputs are: {', '.join(self.adapter.embedding_inputs) or 'none'}"
+            )
         hidden_states = self.adapter.embed(self, input_ids, position_ids, **inputs)
         return self.run_layers(hidden_states, attention_mask, position_ids)
 

@@ -24,6 +24,7 @@ POOLER_WEIGHT = "pooler.dense.weight"
 
 class BertAdapter(FamilyAdapter):
     is_encoder = True
+    embedding_inputs = ("token_type_ids",)
     layout = TensorLayout(
         root="",
         embeddings=("embeddings.",),
@@ -61,11 +62,10 @@ class BertAdapter(FamilyAdapter):
         position_ids: torch.Tensor | None,
         **inputs: Any,
     ) -> torch.Tensor:
-        token_type_ids: torch.Tensor | None = inputs.pop("token_type_ids", None)
-        if inputs:
-            raise TypeError(f"unexpected inputs for a BERT bottom: {', '.join(inputs)}")
         embeddings: torch.Tensor = bottom.part("embeddings")(
-            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids
+            input_ids=input_ids,
+            token_type_ids=inputs.get("token_type_ids"),
+            position_ids=position_ids,
         )
         return embeddings
 

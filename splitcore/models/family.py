@@ -95,6 +95,8 @@ class FamilyAdapter:
     hidden_size_keys: ClassVar[tuple[str, ...]] = ("hidden_size",)
     #: whether a checkpoint whose config omits `tie_word_embeddings` ties its head.
     tie_default: ClassVar[bool] = False
+    #: inputs the bottom takes besides input_ids, attention_mask and position_ids.
+    embedding_inputs: ClassVar[tuple[str, ...]] = ()
     #: encoders (BERT) pad on the right and are compared with `AutoModel`; decoders pad on
     #: the left and are compared with `AutoModelForCausalLM`.
     is_encoder: ClassVar[bool] = False

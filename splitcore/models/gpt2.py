@@ -29,6 +29,7 @@ class GPT2Adapter(FamilyAdapter):
     num_layers_keys = ("n_layer", "num_hidden_layers")
     hidden_size_keys = ("n_embd", "hidden_size")
     tie_default = True
+    embedding_inputs = ("token_type_ids",)
 
     def embedding_modules(self, config: PreTrainedConfig) -> dict[str, nn.Module]:
         from torch import nn
@@ -60,9 +61,7 @@ class GPT2Adapter(FamilyAdapter):
     ) -> torch.Tensor:
         from splitcore.models.base import default_positions
 
-        token_type_ids: torch.Tensor | None = inputs.pop("token_type_ids", None)
-        if inputs:
-            raise TypeError(f"unexpected inputs for a GPT-2 bottom: {', '.join(inputs)}")
+        token_type_ids: torch.Tensor | None = inputs.get("token_type_ids")
         wte = bottom.part("wte")
         embeds = wte(input_ids)
         positions = default_positions(embeds) if position_ids is None else position_ids

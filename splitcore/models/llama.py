@@ -82,10 +82,6 @@ class LlamaLayoutAdapter(FamilyAdapter):
         position_ids: torch.Tensor | None,
         **inputs: Any,
     ) -> torch.Tensor:
-        if inputs:
-            raise TypeError(
-                f"unexpected inputs for a {self.class_prefix} bottom: {', '.join(inputs)}"
-            )
         embeds: torch.Tensor = bottom.part("embed_tokens")(input_ids)
         return embeds
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -10,25 +9,18 @@ from typing import Any
 import pytest
 import yaml
 
-from support.repo import CHART, RELEASE, REPO
+from support.repo import CHART, RELEASE, tool
 from support.repo import RELEASE_NAMESPACE as NAMESPACE
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(REPO / ".cache" / "tools" / "bin"))
-    if found is None:
-        pytest.fail(f"{name} is not installed: run `make tools` (CI does it through `make test`)")
-    return found
 
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    return _tool("helm")
+    return tool("helm")
 
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    return _tool("kubectl")
+    return tool("kubectl")
 
 
 Renderer = Callable[..., list[dict[str, Any]]]

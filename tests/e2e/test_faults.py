@@ -168,3 +168,22 @@ async def test_a_second_writer_of_the_same_files_is_refused(cluster, gpt2_source
     # A different model id is another set of files: no conflict.
     await cluster.apply(splitmodel("third", modelId="other"))
     await ready(cluster, "third")
+
+
+async def test_a_result_lost_while_recording_is_picked_up_by_the_resync(cluster, gpt2_source):
+    """The Job's one event came and recording it failed (the API refused every retry): the
+    operator's resync loop still records the result."""
+    put_checkpoint(cluster, gpt2_source)
+    storage = cluster.claim("models")
+    await cluster.operator()
+
+    def writes_ready(request) -> bool:
+        conditions = ((request.data or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    refused = cluster.api.inject(status=503, method="PATCH", plural="splitmodels",
+                                 subresource="status", times=6, when=writes_ready)  # fmt: skip
+    await cluster.apply(splitmodel("lost"))
+    await ready(cluster, "lost")
+    assert refused.fired == 6  # every retry of the event's handler was refused
+    assert_recorded_and_whole(cluster, "lost", storage)

@@ -161,3 +161,11 @@ def test_auto_refuses_an_unsupported_family(tmp_path):
 def test_every_registered_family_is_tested(family_configs):
     tested = {config["model_type"] for config in family_configs.values()} | {"gpt2"}
     assert tested == set(FAMILIES)
+
+
+def test_a_bottom_refuses_inputs_its_family_does_not_take(family_checkpoints):
+    bottom, _, _ = ModelFactory.create_split_models("llama", str(family_checkpoints["llama"]), 2, 4)
+    ids, _ = _inputs("llama", False)
+    with pytest.raises(TypeError, match="LlamaBottomModel takes no token_type_ids; its extra "
+                                        "inputs are: none"):  # fmt: skip
+        bottom(ids, token_type_ids=torch.zeros_like(ids))

@@ -103,12 +103,15 @@ class Cluster:
             if event.get("involvedObject", {}).get("name") == name
         ]  # fmt: skip
 
-    async def operator(self, **settings: Any) -> OperatorProcess:
+    async def operator(
+        self, namespaces: list[str] | None = None, **settings: Any
+    ) -> OperatorProcess:
+        """Start an operator watching `namespaces` (default: the test namespace; [] for all)."""
         directory = self.root / f"operator{len(self.operators)}"
         directory.mkdir()
         process = OperatorProcess(
-            directory, write_kubeconfig(directory / "kubeconfig", self.url), [NAMESPACE],
-            settings,
+            directory, write_kubeconfig(directory / "kubeconfig", self.url),
+            [NAMESPACE] if namespaces is None else namespaces, settings,
         )  # fmt: skip
         self.operators.append(process)
         await process.start()

@@ -44,6 +44,58 @@ CRDS = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 @attrs.define
+class Authorizer:
+    """RBAC as the apiserver applies it, for requests that carry `token`: Role rules in their
+    namespace, ClusterRole rules everywhere; discovery is always allowed."""
+
+    token: str
+    role_rules: list[dict[str, Any]] = attrs.field(factory=list)
+    role_namespace: str | None = None
+    cluster_rules: list[dict[str, Any]] = attrs.field(factory=list)
+    denied: list[str] = attrs.field(factory=list)
+
+    @staticmethod
+    def verb(request: rendering.Request) -> str:
+        if request.action == enums.action.WATCH:
+            return "watch"
+        if request.method == "GET":
+            return "get" if request.name else "list"
+        return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(
+            str(getattr(request.method, "value", request.method)), "unknown"
+        )
+
+    @staticmethod
+    def _allows(rules: list[dict[str, Any]], group: str, plural: str, verb: str) -> bool:
+        return any(
+            group in rule.get("apiGroups", []) and plural in rule.get("resources", [])
+            and verb in rule.get("verbs", [])
+            for rule in rules
+        )  # fmt: skip
+
+    def check(self, request: rendering.Request) -> None:
+        auth = request.headers.get("Authorization", "")
+        if request.resource is None or not request.resource.plural:
+            return  # discovery is open to every authenticated client
+        if auth != f"Bearer {self.token}":
+            return  # a request of the test itself (an administrator)
+        group = request.resource.group or ""
+        plural = request.resource.plural or ""
+        if request.subresource:
+            plural = f"{plural}/{request.subresource}"
+        verb = self.verb(request)
+        allowed = self._allows(self.cluster_rules, group, plural, verb) or (
+            request.namespace is not None
+            and request.namespace == self.role_namespace
+            and self._allows(self.role_rules, group, plural, verb)
+        )
+        if not allowed:
+            where = f"in namespace {request.namespace}" if request.namespace else "cluster-wide"
+            message = f'cannot {verb} resource "{plural}" in API group "{group}" {where}'
+            self.denied.append(message)
+            raise KubernetesError(status=403, reason="Forbidden", message=message)
+
+
+@attrs.define
 class ApiFault:
     """An injected API failure: the next `times` matching calls get `status`, or, with
     `hang`, never get an answer until `release()` (a process killed mid-call)."""
@@ -368,6 +420,7 @@ class RealisticKubernetes(KubernetesEmulator):
     schemas: dict[resource, Schema] = attrs.field(factory=dict, init=False)
     waiters: set[asyncio.Future[None]] = attrs.field(factory=set, init=False)
     faults: list[ApiFault] = attrs.field(factory=list, init=False)
+    authorizer: Authorizer | None = attrs.field(default=None, init=False)
     watch_epoch: int = attrs.field(default=0, init=False)  # bump to cut every open watch
 
     def inject(self, **fault: Any) -> ApiFault:
@@ -643,6 +696,8 @@ class RealisticKubernetes(KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> Any:
         """Serve Kubernetes calls directly (kmock's DSL dispatch scans every past request on
         every call: quadratic under load); discovery and anything else go through kmock."""
+        if self.authorizer is not None:
+            self.authorizer.check(request)
         for fault in self.faults:
             if fault.times > 0 and fault.matches(request):
                 fault.times -= 1

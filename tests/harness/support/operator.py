@@ -76,13 +76,16 @@ class OperatorProcess:
         config["config"] = {
             "queue_retry_seconds": 0.5,
             "wait_retry_seconds": 1.0,
+            "resync_seconds": 1.0,
             "watch_server_timeout_seconds": 30,
             "watch_client_timeout_seconds": 40,
             **self.settings.get("config", {}),
         }
         config_path = self.directory / "server_config.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
+        scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)] or [
+            "--all-namespaces"
+        ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-P", "-m", "splitlearn_operator", "--config", str(config_path),
