@@ -214,6 +214,8 @@ async def resync_forever(memo: kopf.Memo, view: IndexView) -> None:
             for job_name in job_names:
                 try:
                     await memo.reconciler.resync(namespace, name, job_name, view)
+                except (kopf.TemporaryError, kopf.PermanentError):
+                    pass  # already reported in its status; kopf's handlers retry it
                 except Exception:  # one resource's trouble must not stop the loop
                     logging.getLogger(__name__).exception("resync of %s/%s failed", namespace, name)
 

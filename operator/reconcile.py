@@ -438,9 +438,14 @@ class Reconciler:
             await self._record(job)
 
     async def resync(self, namespace: str, name: str, job_name: str, view: ClusterView) -> None:
-        """Record the result of a finished Job whose SplitModel still says Reconciling."""
+        """A SplitModel still Reconciling: record its Job's result if the Job has finished,
+        or run the reconcile again if the Job is gone (deleted by hand, say)."""
         info = next((j for j in view.jobs_of(namespace, name) if j.name == job_name), None)
-        if info is None or not info.finished:
+        if info is None:
+            body = await self.client.get(SPLITMODELS, namespace, name)
+            await self.reconcile(body, object_logger(body), view)
+            return
+        if not info.finished:
             return
         job = await self.client.get(JOBS, namespace, info.name)
         async with self._locks[(namespace, name)]:

@@ -187,3 +187,19 @@ async def test_a_result_lost_while_recording_is_picked_up_by_the_resync(cluster,
     await ready(cluster, "lost")
     assert refused.fired == 6  # every retry of the event's handler was refused
     assert_recorded_and_whole(cluster, "lost", storage)
+
+
+async def test_a_job_deleted_by_hand_is_created_again(cluster, gpt2_source):
+    put_checkpoint(cluster, gpt2_source)
+    storage = cluster.claim("models")
+    cluster.kubelet.delay_seconds = 2.0
+    await cluster.operator()
+    await cluster.apply(splitmodel("again"))
+    (job,) = await cluster.eventually(lambda: cluster.jobs(), what="the Job")
+    code, _ = await cluster.request(
+        "DELETE", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job['metadata']['name']}"
+    )
+    assert code == 200
+    cluster.kubelet.delay_seconds = 0
+    await ready(cluster, "again")
+    assert_recorded_and_whole(cluster, "again", storage)
