@@ -30,6 +30,7 @@ from typing import Any
 from kmock import resource
 
 from support.kubernetes import RealisticKubernetes, now
+from support.repo import REPO
 
 JOBS = resource("batch", "v1", "jobs")
 PODS = resource("", "v1", "pods")
@@ -191,10 +192,18 @@ class Kubelet:
         lines = ["set -e"]
         for source_path, target, read_only in binds:
             quoted = shlex.quote(target)
-            if source_path is None:
-                lines.append(f"mount -t tmpfs -o size={sizes[target]} tmpfs {quoted}")
+            mount = (
+                f"mount -t tmpfs -o size={sizes[target]} tmpfs {quoted}"
+                if source_path is None
+                else f"mount --bind {shlex.quote(source_path)} {quoted}"
+            )
+            if str(REPO).startswith(target.rstrip("/") + "/"):
+                # The mount hides the repository (and its .venv, the interpreter the command
+                # runs with): keep a handle on it as the working directory, put it back inside.
+                keep = shlex.quote(str(REPO))
+                lines += [f"cd {keep}", mount, f"mkdir -p {keep}", f"mount --bind . {keep}", "cd /"]
             else:
-                lines.append(f"mount --bind {shlex.quote(source_path)} {quoted}")
+                lines.append(mount)
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {quoted}")
         if self.delay_seconds:
