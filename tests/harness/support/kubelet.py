@@ -201,7 +201,8 @@ class Kubelet:
                 # The mount hides the repository (and its .venv, the interpreter the command
                 # runs with): keep a handle on it as the working directory, put it back inside.
                 keep = shlex.quote(str(REPO))
-                lines += [f"cd {keep}", mount, f"mkdir -p {keep}", f"mount --bind . {keep}", "cd /"]
+                lines += [f"cd {keep}", mount, f"mkdir -p {keep}",
+                          f"mount --no-canonicalize --bind . {keep}", "cd /"]  # fmt: skip
             else:
                 lines.append(mount)
             if read_only:
