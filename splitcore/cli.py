@@ -11,7 +11,7 @@ import argparse
 import errno
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,9 @@ def _classify(error: BaseException) -> tuple[int, str]:
     return EXIT_FAILURE, "InternalError"
 
 
-def _write_result(result_file: str | None, text: str) -> None:
+def _write_result(result_file: str | None, document: Mapping[str, Any]) -> None:
+    """The compact JSON result: to --result-file (the Job's termination message) or stdout."""
+    text = json.dumps(document, separators=(",", ":"))
     if result_file:
         Path(result_file).write_text(text + "\n", encoding="utf-8")
     else:
@@ -119,7 +121,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         if not verdict.ok:
             raise VerificationFailed("; ".join(verdict.problems))
         document["verification"] = {"ok": True, "maxAbsDiff": verdict.max_abs_diff}
-    _write_result(args.result_file, json.dumps(document, separators=(",", ":")))
+    _write_result(args.result_file, document)
     return EXIT_OK
 
 
@@ -136,7 +138,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
     )
     print_report(verdict)
-    _write_result(args.result_file, verdict.dumps())
+    _write_result(args.result_file, verdict.to_json())
     return EXIT_OK if verdict.ok else EXIT_INVALID
 
 
@@ -148,10 +150,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"  removed {path}")
     print(f"Removed {len(removed)} files of {args.model_name} {args.split} from {args.storage}")
-    _write_result(
-        args.result_file,
-        json.dumps({"removed": [str(p) for p in removed]}, separators=(",", ":")),
-    )
+    _write_result(args.result_file, {"removed": [str(p) for p in removed]})
     return EXIT_OK
 
 
@@ -260,6 +259,24 @@ def _add_result_file(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+    example: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with its example (if any) and the exit codes."""
+    epilog = f"example:\n  {example}\n\n{EPILOG}" if example else EPILOG
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from splitcore.models import SUPPORTED_MODEL_TYPES
     from splitcore.storage import FORMATS
@@ -272,17 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    split = commands.add_parser(
+    split = _add_command(
+        commands,
         "split",
-        help="split a checkpoint into component files (the operator's Job runs this)",
-        description=(
-            "Split a checkpoint into {storage}/{bottom,trunk,top}/{name}_{split}_{component}.pt "
-            "plus *_metadata.json, streaming one component at a time without building the "
-            "model. Layers are half-open: bottom [0,p1), trunk [p1,p2), top [p2,L)."
-        ),
-        epilog="example:\n  splitcore split --model-type gpt2 --model ./gpt2 --split 2-10 "
-        "--storage ./models\n\n" + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "split a checkpoint into component files (the operator's Job runs this)",
+        "Split a checkpoint into {storage}/{bottom,trunk,top}/{name}_{split}_{component}.pt "
+        "plus *_metadata.json, streaming one component at a time without building the "
+        "model. Layers are half-open: bottom [0,p1), trunk [p1,p2), top [p2,L).",
+        "splitcore split --model-type gpt2 --model ./gpt2 --split 2-10 --storage ./models",
     )
     split.add_argument(
         "--model-type",
@@ -337,15 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_result_file(split)
     split.set_defaults(handler=cmd_split)
 
-    verify = commands.add_parser(
+    verify = _add_command(
+        commands,
         "verify",
-        help="check saved components against their metadata (and the source model)",
-        description="Reload the three components, check each file's sha256 and metadata, and "
+        "check saved components against their metadata (and the source model)",
+        "Reload the three components, check each file's sha256 and metadata, and "
         "with --source run a fixed probe through the chain and the full model (float32). "
         "Exits 0 when everything matches, 2 on any mismatch.",
-        epilog="example:\n  splitcore verify --storage ./models --model-name gpt2 --split 2-10 "
-        "--source ./gpt2\n\n" + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "splitcore verify --storage ./models --model-name gpt2 --split 2-10 --source ./gpt2",
     )
     _add_split_location(verify)
     verify.add_argument("--source", metavar="CHECKPOINT", help="source checkpoint to compare with")
@@ -356,26 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_result_file(verify)
     verify.set_defaults(handler=cmd_verify)
 
-    clean = commands.add_parser(
+    clean = _add_command(
+        commands,
         "clean",
-        help="remove the files of one split (the operator's cleanup Job runs this)",
-        description="Remove exactly the six files of one split: the three components and their "
+        "remove the files of one split (the operator's cleanup Job runs this)",
+        "Remove exactly the six files of one split: the three components and their "
         "metadata. Nothing else under the storage folder is touched.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_split_location(clean)
     _add_result_file(clean)
     clean.set_defaults(handler=cmd_clean)
 
-    manifest = commands.add_parser(
+    manifest = _add_command(
+        commands,
         "manifest",
-        help="convert a ModelConfig YAML to a SplitModel manifest, or back",
-        description="Print the SplitModel manifest for a ModelConfig YAML file (or, given a "
+        "convert a ModelConfig YAML to a SplitModel manifest, or back",
+        "Print the SplitModel manifest for a ModelConfig YAML file (or, given a "
         "SplitModel manifest, the ModelConfig it stands for).",
-        epilog="example:\n  splitcore manifest model_config.yaml --storage-claim models "
-        "--source-claim checkpoints | kubectl apply -f -\n\n" + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "splitcore manifest model_config.yaml --storage-claim models "
+        "--source-claim checkpoints | kubectl apply -f -",
     )
     manifest.add_argument("file", metavar="FILE", help="model_config.yaml or a SplitModel")
     manifest.add_argument("--namespace", help="metadata.namespace of the SplitModel")
@@ -383,13 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--source-claim", help="spec.source.claimName (the checkpoint volume)")
     manifest.set_defaults(handler=cmd_manifest, result_file=None)
 
-    inspect = commands.add_parser(
+    inspect = _add_command(
+        commands,
         "inspect",
-        help="print the metadata of a component file or of a storage folder",
-        description="Print the metadata of a component (its .pt, .safetensors or "
+        "print the metadata of a component file or of a storage folder",
+        "Print the metadata of a component (its .pt, .safetensors or "
         "*_metadata.json) or of every component under a storage folder.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("target", metavar="FILE_OR_DIR", help="component file or storage folder")
     inspect.add_argument("--json", action="store_true", help="print the metadata as JSON")
@@ -410,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error ({reason}): {error}", file=sys.stderr)
         if getattr(args, "result_file", None):
             failure = {"error": {"reason": reason, "message": str(error)[:3000]}}
-            _write_result(args.result_file, json.dumps(failure, separators=(",", ":")))
+            _write_result(args.result_file, failure)
         if code == EXIT_FAILURE and reason == "InternalError":
             import traceback
 

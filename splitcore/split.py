@@ -8,7 +8,6 @@ so peak memory follows the largest component, not the model.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,9 +89,6 @@ class SplitResult:
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = camel(asdict(self))
         return document
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 def camel(value: Any) -> Any:

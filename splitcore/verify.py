@@ -9,7 +9,6 @@ source checkpoint, a fixed probe then runs through the chain and through the ful
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import IO, Any
 import torch
 
 from splitcore.config import parse_split_config
+from splitcore.split import camel
 from splitcore.storage import (
     COMPONENTS,
     Component,
@@ -58,13 +58,8 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        from splitcore.split import camel
-
         document: dict[str, Any] = camel(asdict(self))
         return document
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 def _check_files(
