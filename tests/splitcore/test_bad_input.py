@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from splitcore.cli import main
+from support.cli import split_cli
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -87,19 +87,7 @@ def test_bad_checkpoint_exits_2_and_writes_nothing(gpt2_checkpoint, tmp_path, ca
     checkpoint = _copy(gpt2_checkpoint, tmp_path / "gpt2")
     damage(checkpoint)
     result_file = tmp_path / "result.json"
-    code = main(
-        [
-            "split",
-            "--model",
-            str(checkpoint),
-            "--split",
-            "2-10",
-            "--storage",
-            str(tmp_path / "models"),
-            "--result-file",
-            str(result_file),
-        ]
-    )
+    code = split_cli(checkpoint, tmp_path / "models", "--result-file", str(result_file))
     assert code == 2
     error = json.loads(result_file.read_text())["error"]
     assert error["reason"] == "InvalidCheckpoint"
@@ -110,36 +98,14 @@ def test_bad_checkpoint_exits_2_and_writes_nothing(gpt2_checkpoint, tmp_path, ca
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "..", "x..y"])
 def test_unsafe_model_name_exits_2(gpt2_checkpoint, tmp_path, capsys, name):
-    code = main(
-        [
-            "split",
-            "--model",
-            str(gpt2_checkpoint),
-            "--split",
-            "2-10",
-            "--storage",
-            str(tmp_path / "models"),
-            "--model-name",
-            name,
-        ]
-    )
+    code = split_cli(gpt2_checkpoint, tmp_path / "models", "--model-name", name)
     assert code == 2
     assert not (tmp_path / "models").exists()
     assert not any(tmp_path.parent.glob("up_2-10_*"))
 
 
 def test_split_beyond_the_layer_count_exits_2(gpt2_checkpoint, tmp_path, capsys):
-    code = main(
-        [
-            "split",
-            "--model",
-            str(gpt2_checkpoint),
-            "--split",
-            "4-40",
-            "--storage",
-            str(tmp_path / "models"),
-        ]
-    )
+    code = split_cli(gpt2_checkpoint, tmp_path / "models", points="4-40")
     assert code == 2
     assert "split_point_2 < 12" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()

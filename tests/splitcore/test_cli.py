@@ -13,23 +13,11 @@ import pytest
 
 from splitcore import ModelFactory
 from splitcore.cli import main
+from support.cli import in_private_mount, split_cli
 
 
 def _split(checkpoint: Path, storage: Path, *extra: str) -> int:
-    return main(
-        [
-            "split",
-            "--model-type",
-            "gpt2",
-            "--model",
-            str(checkpoint),
-            "--split",
-            "2-10",
-            "--storage",
-            str(storage),
-            *extra,
-        ]
-    )
+    return split_cli(checkpoint, storage, "--model-type", "gpt2", *extra)
 
 
 def test_split_prints_the_guides_block_then_the_result(gpt2_checkpoint, tmp_path, capsys):
@@ -139,18 +127,8 @@ def test_invalid_input_exits_2_and_writes_the_reason(
 
 def test_split_points_beyond_the_model_exit_2(gpt2_checkpoint, tmp_path, capsys):
     result_file = tmp_path / "r.json"
-    code = main(
-        [
-            "split",
-            "--model",
-            str(gpt2_checkpoint),
-            "--split",
-            "2-12",
-            "--storage",
-            str(tmp_path / "m"),
-            "--result-file",
-            str(result_file),
-        ]
+    code = split_cli(
+        gpt2_checkpoint, tmp_path / "m", "--result-file", str(result_file), points="2-12"
     )
     assert code == 2
     error = json.loads(result_file.read_text())["error"]
@@ -175,21 +153,9 @@ def test_read_only_storage_exits_2_and_leaves_nothing(gpt2_checkpoint, tmp_path)
     """Storage on a read-only volume (bound read-only in a private mount namespace)."""
     storage = tmp_path / "models"
     storage.mkdir()
-    script = shutil.which("splitcore", path=str(Path(sys.executable).parent))
-    done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'mount --bind -o ro "{storage}" "{storage}" && exec "{script}" split '
-            f'--model "{gpt2_checkpoint}" --split 2-10 --storage "{storage}"',
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = in_private_mount(
+        f'mount --bind -o ro "{storage}" "{storage}"',
+        f'exec "$SPLITCORE" split --model "{gpt2_checkpoint}" --split 2-10 --storage "{storage}"',
     )
     assert done.returncode == 2, done.stderr
     assert "error (StorageNotWritable)" in done.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from splitcore.cli import main
 from splitcore.progress import Progress, size
+from support.cli import split_cli
 
 
 class Terminal(io.StringIO):
@@ -54,36 +54,9 @@ def test_sizes_read_at_a_glance():
 
 
 def test_cli_progress_goes_to_stderr_and_quiet_silences_it(gpt2_checkpoint, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "split",
-                "--model",
-                str(gpt2_checkpoint),
-                "--split",
-                "2-10",
-                "--storage",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 0
-    )
+    assert split_cli(gpt2_checkpoint, tmp_path / "a") == 0
     captured = capsys.readouterr()
     assert "  writing trunk: 96 tensors, " in captured.err
     assert "writing" not in captured.out
-    assert (
-        main(
-            [
-                "split",
-                "--model",
-                str(gpt2_checkpoint),
-                "--split",
-                "2-10",
-                "--storage",
-                str(tmp_path / "b"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert split_cli(gpt2_checkpoint, tmp_path / "b", "--quiet") == 0
     assert capsys.readouterr().err == ""

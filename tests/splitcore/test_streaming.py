@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from splitcore import ModelFactory
 from splitcore.checkpoint import Checkpoint
-from splitcore.cli import main
 from splitcore.split import split_checkpoint
+from support.cli import in_private_mount, split_cli
 
 COMPONENTS = ("bottom", "trunk", "top")
 
@@ -81,22 +81,7 @@ def test_each_component_reads_only_its_own_tensors(gpt2_checkpoint, tmp_path, mo
 
 
 def test_safetensors_format_with_metadata_in_the_header(gpt2_checkpoint, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "split",
-                "--model",
-                str(gpt2_checkpoint),
-                "--split",
-                "2-10",
-                "--storage",
-                str(tmp_path / "cli"),
-                "--format",
-                "safetensors",
-            ]
-        )
-        == 0
-    )
+    assert split_cli(gpt2_checkpoint, tmp_path / "cli", "--format", "safetensors") == 0
     components = ModelFactory.create_split_models(
         "gpt2",
         str(gpt2_checkpoint),
@@ -135,21 +120,13 @@ def test_pickled_checkpoint_needs_an_explicit_opt_in(gpt2_checkpoint, tmp_path, 
     shutil.copy(gpt2_checkpoint / "config.json", pickled)
     torch.save(load_file(gpt2_checkpoint / "model.safetensors"), pickled / "pytorch_model.bin")
     result_file = tmp_path / "r.json"
-    common = [
-        "split",
-        "--model",
-        str(pickled),
-        "--split",
-        "2-10",
-        "--result-file",
-        str(result_file),
-    ]
-    assert main([*common, "--storage", str(tmp_path / "refused")]) == 2
+    result = ("--result-file", str(result_file))
+    assert split_cli(pickled, tmp_path / "refused", *result) == 2
     error = json.loads(result_file.read_text())["error"]
     assert error["reason"] == "InvalidCheckpoint"
     assert "--allow-pickle" in error["message"]
     assert not (tmp_path / "refused").exists()
-    assert main([*common, "--storage", str(tmp_path / "pickled"), "--allow-pickle"]) == 0
+    assert split_cli(pickled, tmp_path / "pickled", *result, "--allow-pickle") == 0
     split_checkpoint(str(gpt2_checkpoint), "gpt2", 2, 10, tmp_path / "safe")
     assert _component_bytes(tmp_path / "pickled") == _component_bytes(tmp_path / "safe")
 
@@ -161,18 +138,7 @@ def test_allow_pickle_still_never_runs_pickled_code(gpt2_checkpoint, tmp_path, c
     shutil.copy(gpt2_checkpoint / "config.json", evil)
     marker = tmp_path / "pwned"
     torch.save({"x": _ExploitTouch(marker)}, evil / "pytorch_model.bin")
-    code = main(
-        [
-            "split",
-            "--model",
-            str(evil),
-            "--split",
-            "2-10",
-            "--storage",
-            str(tmp_path / "out"),
-            "--allow-pickle",
-        ]
-    )
+    code = split_cli(evil, tmp_path / "out", "--allow-pickle")
     assert code == 2
     assert "could not be loaded safely" in capsys.readouterr().err
     assert not marker.exists()
@@ -190,22 +156,10 @@ def test_disk_full_leaves_no_file_under_a_final_name(gpt2_checkpoint, tmp_path):
     """A small tmpfs as the storage volume: ENOSPC -> exit 2, StorageFull, nothing left."""
     storage = tmp_path / "volume"
     storage.mkdir()
-    script = shutil.which("splitcore", path=str(Path(sys.executable).parent))
-    done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'mount -t tmpfs -o size=160k tmpfs "{storage}" && "{script}" split --model '
-            f'"{gpt2_checkpoint}" --split 2-10 --storage "{storage}" --result-file /dev/stderr; '
-            f'echo "exit=$?"; find "{storage}" -type f | sort',
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = in_private_mount(
+        f'mount -t tmpfs -o size=160k tmpfs "{storage}"',
+        f'"$SPLITCORE" split --model "{gpt2_checkpoint}" --split 2-10 --storage "{storage}" '
+        f'--result-file /dev/stderr; echo "exit=$?"; find "{storage}" -type f | sort',
     )
     lines = done.stdout.splitlines()
     assert "exit=2" in lines, done.stderr

@@ -10,6 +10,7 @@ import pytest
 from splitcore.cli import main
 from splitcore.split import split_checkpoint
 from splitcore.verify import verify_split
+from support.cli import split_cli
 
 
 @pytest.fixture
@@ -88,21 +89,14 @@ def test_consistent_but_foreign_weights_fail_the_probe(
 def test_split_with_verify_reports_the_verdict(gpt2_checkpoint, tmp_path, capsys):
     result_file = tmp_path / "r.json"
     assert (
-        main(
-            [
-                "split",
-                "--model",
-                str(gpt2_checkpoint),
-                "--split",
-                "2-10",
-                "--storage",
-                str(tmp_path / "m"),
-                "--verify",
-                "--device",
-                "cpu",
-                "--result-file",
-                str(result_file),
-            ]
+        split_cli(
+            gpt2_checkpoint,
+            tmp_path / "m",
+            "--verify",
+            "--device",
+            "cpu",
+            "--result-file",
+            str(result_file),
         )
         == 0
     )
