@@ -3,9 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The repository keeps the operator package in ./operator (installed as splitlearn_operator).
-# Never let the working directory shadow the standard library's `operator` module.
-export PYTHONSAFEPATH := 1
 
 .DEFAULT_GOAL := help
 TOOLS := .cache/tools
@@ -55,7 +52,6 @@ lint: setup typecheck  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	@mkdir -p .cache/typecheck && ln -sfn ../../operator .cache/typecheck/splitlearn_operator
 	$(BIN)/mypy -p splitcore -p splitlearn_operator
 
 pytest: setup tools

@@ -186,7 +186,7 @@ class Checkpoint:
         With `private`, the views come from fresh copy-on-write mappings, so writes to them
         (training a module built on them) never reach tensors handed out by other reads.
         """
-        from splitcore.storage import as_tensor_data
+        from splitcore.weights import as_tensor_data
 
         by_file: dict[Path, list[str]] = defaultdict(list)
         for name in names:

@@ -8,6 +8,7 @@ so the operator can report why without parsing logs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import sys
@@ -15,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
+from splitcore.points import SplitPointError, SplitPoints
+from splitcore.result import ErrorDocument, ExitCode, Reason
 
 EPILOG = """\
 exit codes:
@@ -28,33 +28,32 @@ exit codes:
 """
 
 
-def _classify(error: BaseException) -> tuple[int, str]:
-    """Map an exception to (exit code, reason); reasons end up in the SplitModel status."""
+def _classify(error: BaseException) -> Reason:
+    """The reason an exception stands for; its exit code follows from the reason."""
+    from splitcore.atomic import StorageError
     from splitcore.checkpoint import CheckpointError, HubDownloadError
     from splitcore.config import ConfigError
     from splitcore.models import UnsupportedModelError
-    from splitcore.plan import SplitPointError
-    from splitcore.storage import StorageError
 
     if isinstance(error, VerificationFailed):
-        return EXIT_INVALID, "VerificationFailed"
+        return Reason.VERIFICATION_FAILED
     if isinstance(error, SplitPointError):
-        return EXIT_INVALID, "InvalidSplitPoints"
+        return Reason.INVALID_SPLIT_POINTS
     if isinstance(error, CheckpointError):
-        return EXIT_INVALID, "InvalidCheckpoint"
+        return Reason.INVALID_CHECKPOINT
     if isinstance(error, UnsupportedModelError):
-        return EXIT_INVALID, "UnsupportedModel"
+        return Reason.UNSUPPORTED_MODEL
     if isinstance(error, ConfigError | ValueError):
-        return EXIT_INVALID, "InvalidInput"
+        return Reason.INVALID_INPUT
     if isinstance(error, FileNotFoundError):
-        return EXIT_INVALID, "SourceNotFound"
+        return Reason.SOURCE_NOT_FOUND
     if isinstance(error, HubDownloadError):
-        return EXIT_FAILURE, "HubDownloadFailed"
+        return Reason.HUB_DOWNLOAD_FAILED
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return EXIT_INVALID, "StorageFull"
+        return Reason.STORAGE_FULL
     if isinstance(error, StorageError | PermissionError):
-        return EXIT_INVALID, "StorageNotWritable"
-    return EXIT_FAILURE, "InternalError"
+        return Reason.STORAGE_NOT_WRITABLE
+    return Reason.INTERNAL_ERROR
 
 
 def _write_result(result_file: str | None, document: Mapping[str, Any]) -> None:
@@ -66,17 +65,11 @@ def _write_result(result_file: str | None, document: Mapping[str, Any]) -> None:
         print(text, flush=True)
 
 
-def _split_config(text: str) -> str:
-    _split_points(text)
-    return text
-
-
-def _split_points(text: str) -> tuple[int, int]:
-    from splitcore.config import ConfigError, parse_split_config
-
+def _split(text: str) -> SplitPoints:
+    """`--split`: any spelling `SplitPoints.parse` accepts, normalised (`02-10` is `2-10`)."""
     try:
-        return parse_split_config(text)
-    except ConfigError as error:
+        return SplitPoints.parse(text)
+    except SplitPointError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -86,16 +79,16 @@ class VerificationFailed(ValueError):
 
 def cmd_split(args: argparse.Namespace) -> int:
     from splitcore.progress import Progress
+    from splitcore.result import Verification
     from splitcore.split import split_checkpoint
 
-    split_point_1, split_point_2 = args.split
     if args.verify and args.no_save:
         raise ValueError("--verify checks the written files; it cannot go with --no-save")
     result = split_checkpoint(
         args.model,
         args.model_type,
-        split_point_1,
-        split_point_2,
+        args.split.first,
+        args.split.second,
         args.storage,
         model_name=args.model_name,
         file_format=args.format,
@@ -105,7 +98,6 @@ def cmd_split(args: argparse.Namespace) -> int:
     )
     if args.no_save:
         print(f"Plan only (--no-save): nothing was written under {args.storage}")
-    document = result.to_json()
     if args.verify:
         from splitcore.verify import print_report, verify_split
 
@@ -120,9 +112,9 @@ def cmd_split(args: argparse.Namespace) -> int:
         print_report(verdict)
         if not verdict.ok:
             raise VerificationFailed("; ".join(verdict.problems))
-        document["verification"] = {"ok": True, "maxAbsDiff": verdict.max_abs_diff}
-    _write_result(args.result_file, document)
-    return EXIT_OK
+        result = dataclasses.replace(result, verification=Verification(True, verdict.max_abs_diff))
+    _write_result(args.result_file, result.to_json())
+    return ExitCode.OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -139,7 +131,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     print_report(verdict)
     _write_result(args.result_file, verdict.to_json())
-    return EXIT_OK if verdict.ok else EXIT_INVALID
+    return ExitCode.OK if verdict.ok else ExitCode.INVALID
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -151,7 +143,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"  removed {path}")
     print(f"Removed {len(removed)} files of {args.model_name} {args.split} from {args.storage}")
     _write_result(args.result_file, {"removed": [str(p) for p in removed]})
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
@@ -180,7 +172,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
             source_claim=args.source_claim,
         )
         print(yaml.safe_dump(manifest, sort_keys=False), end="")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
@@ -235,18 +227,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2))
     else:
         print("\n\n".join(_format_metadata(p, d) for p, d in zip(files, documents, strict=True)))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _add_split_location(parser: argparse.ArgumentParser) -> None:
     """Where one split's files are: storage folder, model name, split and format."""
-    from splitcore.storage import FORMATS
+    from splitcore.weights import FORMATS
 
     parser.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
     parser.add_argument("--model-name", required=True, metavar="NAME", help="model name in files")
-    parser.add_argument(
-        "--split", required=True, type=_split_config, metavar="P1-P2", help="e.g. 2-10"
-    )
+    parser.add_argument("--split", required=True, type=_split, metavar="P1-P2", help="e.g. 2-10")
     parser.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
 
 
@@ -279,7 +269,7 @@ def _add_command(
 
 def build_parser() -> argparse.ArgumentParser:
     from splitcore.models import SUPPORTED_MODEL_TYPES
-    from splitcore.storage import FORMATS
+    from splitcore.weights import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="splitcore",
@@ -313,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--split",
         required=True,
-        type=_split_points,
+        type=_split,
         metavar="P1-P2",
         help="split points, e.g. 2-10: 0 < P1 < P2 < number of layers",
     )
@@ -417,16 +407,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        code, reason = _classify(error)
+        reason = _classify(error)
         print(f"error ({reason}): {error}", file=sys.stderr)
         if getattr(args, "result_file", None):
-            failure = {"error": {"reason": reason, "message": str(error)[:3000]}}
-            _write_result(args.result_file, failure)
-        if code == EXIT_FAILURE and reason == "InternalError":
+            _write_result(args.result_file, ErrorDocument(reason, str(error)[:3000]).to_json())
+        if reason is Reason.INTERNAL_ERROR:
             import traceback
 
             traceback.print_exc()
-        return code
+        return reason.exit_code or ExitCode.FAILURE
 
 
 if __name__ == "__main__":

@@ -18,30 +18,15 @@ from typing import Any, Self, TypeVar
 
 import yaml
 
+from splitcore.points import SplitPointError, SplitPoints
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SPLIT_CONFIG_PATTERN = re.compile(r"^([0-9]+)-([0-9]+)$")
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type; the message names it."""
-
-
-def parse_split_config(split_config: str) -> tuple[int, int]:
-    """Parse ``"2-10"`` into ``(2, 10)``; the two points must be increasing and positive."""
-    match = SPLIT_CONFIG_PATTERN.match(split_config) if isinstance(split_config, str) else None
-    if match is None:
-        raise ConfigError(
-            f"split_config must look like '<split_point_1>-<split_point_2>', e.g. '2-10'; "
-            f"got {split_config!r}"
-        )
-    first, second = int(match.group(1)), int(match.group(2))
-    if not 0 < first < second:
-        raise ConfigError(
-            f"split_config {split_config!r} must satisfy 0 < split_point_1 < split_point_2"
-        )
-    return first, second
 
 
 def _type_name(expected: Any) -> str:
@@ -199,14 +184,16 @@ class SplitStorageConfig(_YamlConfig):
     split_config: str = "2-10"
 
     def __post_init__(self) -> None:
+        """`split_config` is kept in its one canonical spelling (`"02-10"` -> `"2-10"`)."""
         try:
-            parse_split_config(self.split_config)
-        except ConfigError as error:
+            self.split_config = str(SplitPoints.parse(self.split_config))
+        except SplitPointError as error:
             raise ConfigError(f"split_config: {error}") from None
 
     @property
     def split_points(self) -> tuple[int, int]:
-        return parse_split_config(self.split_config)
+        split = SplitPoints.parse(self.split_config)
+        return split.first, split.second
 
 
 @dataclass

@@ -5,20 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from splitcore.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint_dir
+from splitcore.checkpoint import CheckpointError
 from splitcore.formats import TensorData
-from splitcore.models import check_model_type
 from splitcore.models.base import BaseSplitModel, BottomModel, SplitContext, TopModel, TrunkModel
-from splitcore.plan import SplitPlan
-from splitcore.split import check_storage_writable
-from splitcore.storage import (
-    COMPONENTS,
-    Component,
-    SaveReport,
-    StorageManager,
-    check_format,
-    resolve_model_name,
-)
+from splitcore.plan import SplitPlan, prepare_split
+from splitcore.storage import COMPONENTS, Component, SaveReport, StorageManager
 
 if TYPE_CHECKING:
     import torch
@@ -113,17 +104,14 @@ class ModelFactory:
         `auto_save=True` the components and their metadata are written under `storage_path`
         in the guide's layout; otherwise nothing is written anywhere.
         """
-        check_model_type(model_type)
-        check_format(file_format)
         if auto_save and storage_path is None:
             raise ValueError("auto_save=True needs a storage_path to save into")
-        name = resolve_model_name(model_name, model_name_or_path)
-        directory = resolve_checkpoint_dir(model_name_or_path, allow_pickle)
-        plan = SplitPlan.build(
-            model_type, Checkpoint.open(directory, allow_pickle), split_point_1, split_point_2
-        )
-        if auto_save:
-            check_storage_writable(cast(str, storage_path))
+        prepared = prepare_split(
+            model_name_or_path, model_type, split_point_1, split_point_2,
+            model_name=model_name, file_format=file_format, allow_pickle=allow_pickle,
+            storage_path=storage_path if auto_save else None,
+        )  # fmt: skip
+        name, plan = prepared.model_name, prepared.plan
         config = hf_config(plan.config, attn_implementation)
         context = SplitContext(
             model_type=plan.model_type,

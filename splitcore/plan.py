@@ -9,27 +9,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from splitcore.checkpoint import Checkpoint, CheckpointError
-from splitcore.models import get_adapter
+from splitcore.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint_dir
+from splitcore.models import check_model_type, get_adapter
 from splitcore.models.family import FamilyAdapter
-from splitcore.storage import COMPONENTS, Component
-
-
-class SplitPointError(ValueError):
-    """The split points do not cut the model into three non-empty parts."""
-
-
-def check_split_points(split_point_1: int, split_point_2: int, num_layers: int) -> None:
-    """Half-open ranges need `0 < split_point_1 < split_point_2 < num_layers`."""
-    if not 0 < split_point_1 < split_point_2 < num_layers:
-        raise SplitPointError(
-            f"split points must satisfy 0 < split_point_1 < split_point_2 < {num_layers} "
-            f"(the model has {num_layers} layers, so split_point_1 in 1..{num_layers - 2} and "
-            f"split_point_2 in split_point_1+1..{num_layers - 1}); "
-            f"got split_point_1={split_point_1}, split_point_2={split_point_2}"
-        )
+from splitcore.points import SplitPoints, check_integers
+from splitcore.storage import (
+    COMPONENTS,
+    Component,
+    check_storage_writable,
+    resolve_model_name,
+)
+from splitcore.weights import check_format
 
 
 @dataclass
@@ -38,8 +31,7 @@ class SplitPlan:
 
     adapter: FamilyAdapter
     checkpoint: Checkpoint
-    split_point_1: int
-    split_point_2: int
+    split: SplitPoints
     num_layers: int
     tensors: dict[Component, dict[str, str]] = field(default_factory=dict)
 
@@ -49,16 +41,14 @@ class SplitPlan:
 
     @property
     def split_config(self) -> str:
-        return f"{self.split_point_1}-{self.split_point_2}"
+        return str(self.split)
 
     @property
     def config(self) -> dict[str, Any]:
         return self.checkpoint.config
 
     def layer_range(self, component: Component) -> tuple[int, int]:
-        bounds = (0, self.split_point_1, self.split_point_2, self.num_layers)
-        index = COMPONENTS.index(component)
-        return bounds[index], bounds[index + 1]
+        return self.split.layer_ranges(self.num_layers)[COMPONENTS.index(component)]
 
     def canonical_names(self) -> set[str]:
         return {name for names in self.tensors.values() for name in names}
@@ -69,8 +59,8 @@ class SplitPlan:
     ) -> SplitPlan:
         adapter = get_adapter(model_type, checkpoint.config)
         num_layers = adapter.num_layers(checkpoint.config)
-        check_split_points(split_point_1, split_point_2, num_layers)
-        plan = cls(adapter, checkpoint, split_point_1, split_point_2, num_layers)
+        split = SplitPoints.for_model(split_point_1, split_point_2, num_layers)
+        plan = cls(adapter, checkpoint, split, num_layers)
         plan._assign_tensors()
         plan._check_structure()
         return plan
@@ -86,7 +76,7 @@ class SplitPlan:
             if canonical in seen:
                 raise CheckpointError(f"the checkpoint holds {canonical} twice")
             seen.add(canonical)
-            component = layout.component_of(canonical, self.split_point_1, self.split_point_2)
+            component = layout.component_of(canonical, self.split.first, self.split.second)
             tensors[component][canonical] = source
         if layout.head is not None and layout.head not in tensors["top"]:
             if not self.adapter.ties_head(self.config) or layout.tied_to is None:
@@ -161,3 +151,38 @@ def _describe(shape_and_dtype: Any) -> str:
         return "missing"
     shape, dtype = shape_and_dtype
     return f"shape {list(shape)} ({dtype})"
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A split checked end to end before any byte is written: the model name its files
+    carry and the plan of which tensor goes where."""
+
+    model_name: str
+    plan: SplitPlan
+
+
+def prepare_split(
+    model_name_or_path: str | Path,
+    model_type: str,
+    split_point_1: int,
+    split_point_2: int,
+    *,
+    model_name: str | None,
+    file_format: str,
+    allow_pickle: bool,
+    storage_path: str | Path | None,
+) -> PreparedSplit:
+    """The checks the library and the streaming split share, cheapest first: arguments,
+    then the checkpoint's structure, then (when saving) the storage folder."""
+    check_integers(split_point_1, split_point_2)
+    check_model_type(model_type)
+    check_format(file_format)
+    name = resolve_model_name(model_name, model_name_or_path)
+    directory = resolve_checkpoint_dir(model_name_or_path, allow_pickle)
+    plan = SplitPlan.build(
+        model_type, Checkpoint.open(directory, allow_pickle), split_point_1, split_point_2
+    )
+    if storage_path is not None:
+        check_storage_writable(storage_path)
+    return PreparedSplit(name, plan)

@@ -8,112 +8,25 @@ so peak memory follows the largest component, not the model.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from splitcore.checkpoint import Checkpoint, resolve_checkpoint_dir
-from splitcore.models import check_model_type
-from splitcore.plan import SplitPlan
+from splitcore.atomic import StagedFile
+from splitcore.plan import prepare_split
 from splitcore.progress import Progress
+from splitcore.result import ComponentResult, SplitResult
 from splitcore.storage import (
     COMPONENTS,
-    FORMATS,
-    Component,
     SaveReport,
-    StagedFile,
-    StorageError,
     StorageManager,
     TensorSummary,
     build_metadata,
-    check_format,
     commit_component,
-    resolve_model_name,
+    remove_stale_temp_files,
     stage_component,
 )
-
-
-@dataclass(frozen=True)
-class ComponentResult:
-    """One component as reported to the caller (and, through the Job, to the operator)."""
-
-    name: Component
-    path: str | None
-    metadata_path: str | None
-    model_class: str
-    start_layer: int
-    end_layer: int
-    num_layers: int
-    num_parameters: int
-    memory_bytes: int
-    sha256: str | None
-    saved_at: str
-    dtype: str
-
-    @classmethod
-    def from_metadata(
-        cls, metadata: dict[str, Any], path: Path | None, metadata_path: Path | None
-    ) -> ComponentResult:
-        return cls(
-            name=metadata["component"],
-            path=str(path) if path else None,
-            metadata_path=str(metadata_path) if metadata_path else None,
-            model_class=metadata["model_class"],
-            start_layer=metadata["start_layer"],
-            end_layer=metadata["end_layer"],
-            num_layers=metadata["num_layers"],
-            num_parameters=metadata["num_parameters"],
-            memory_bytes=metadata["memory_bytes"],
-            sha256=metadata["sha256"],
-            saved_at=metadata["saved_at"],
-            dtype=metadata["dtype"],
-        )
-
-
-@dataclass(frozen=True)
-class SplitResult:
-    """What a split produced; its compact JSON is the Job's termination message."""
-
-    model_name: str
-    model_type: str
-    split_config: str
-    storage_path: str
-    format: str
-    saved: bool
-    num_layers: int
-    components: list[ComponentResult] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = camel(asdict(self))
-        return document
-
-
-def camel(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_camel_key(key): camel(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [camel(item) for item in value]
-    return value
-
-
-def _camel_key(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-def remove_stale_temp_files(storage_path: str | Path, model_name: str, split_config: str) -> None:
-    """Remove temp files a killed writer of these very components left behind (never others)."""
-    for component in COMPONENTS:
-        for file_format in FORMATS:
-            final = StorageManager.get_split_model_path(
-                storage_path, model_name, component, split_config, file_format
-            )
-            for name in (final.name, StorageManager.get_model_metadata_path(final).name):
-                for stale in final.parent.glob(f".{name}.*.tmp"):
-                    stale.unlink(missing_ok=True)
 
 
 def _commit(
@@ -138,18 +51,6 @@ def _commit(
     )
 
 
-def check_storage_writable(storage_path: str | Path) -> None:
-    """Fail before any work if the storage folder cannot be created or written."""
-    base = Path(storage_path)
-    try:
-        StorageManager.create_storage_directories(base)
-    except OSError as error:
-        raise StorageError(f"storage path {base} cannot be created: {error.strerror}") from error
-    for component in COMPONENTS:
-        if not os.access(base / component, os.W_OK | os.X_OK):
-            raise StorageError(f"storage path {base / component} is not writable")
-
-
 def split_checkpoint(
     model_name_or_path: str,
     model_type: str,
@@ -169,15 +70,13 @@ def split_checkpoint(
     With `save=False` nothing is written: the result describes the components (layers,
     parameters, bytes) as a plan.
     """
-    check_model_type(model_type)
-    check_format(file_format)
-    name = resolve_model_name(model_name, model_name_or_path)
-    checkpoint = Checkpoint.open(
-        resolve_checkpoint_dir(model_name_or_path, allow_pickle), allow_pickle
-    )
-    plan = SplitPlan.build(model_type, checkpoint, split_point_1, split_point_2)
+    prepared = prepare_split(
+        model_name_or_path, model_type, split_point_1, split_point_2,
+        model_name=model_name, file_format=file_format, allow_pickle=allow_pickle,
+        storage_path=storage_path if save else None,
+    )  # fmt: skip
+    name, plan, checkpoint = prepared.model_name, prepared.plan, prepared.plan.checkpoint
     if save:
-        check_storage_writable(storage_path)
         remove_stale_temp_files(storage_path, name, plan.split_config)
         report = SaveReport(storage_path, out)
     results: list[ComponentResult] = []
@@ -239,5 +138,5 @@ def split_checkpoint(
         format=file_format,
         saved=save,
         num_layers=plan.num_layers,
-        components=results,
+        components=tuple(results),
     )

@@ -1,50 +1,36 @@
-"""Storage layout, atomic component files and their metadata.
+"""The guide's storage layout: names, folders, metadata and the printed save report.
 
-Everything that touches the storage volume goes through this module, so the library
-(`save_split_model`), the streaming split and `verify` agree byte for byte on file names,
-file contents and metadata.
+The library (`save_split_model`), the streaming split, `verify` and `clean` all name, describe
+and remove component files through this module, so they agree on every path and key. The
+bytes themselves go through `weights` (tensors) and `atomic` (durable, all-or-nothing files).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import queue
 import re
-import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from splitcore.config import parse_split_config
-from splitcore.formats import (
-    FileSpan,
-    TensorData,
-    TensorWritten,
-    write_safetensors,
-    write_torch_zip,
-)
+from splitcore.atomic import StagedFile, StorageError, write_json
+from splitcore.formats import TensorData, TensorWritten
+from splitcore.points import SplitPoints
+from splitcore.weights import FORMATS, as_tensor_data, check_format, stage_weights
 
 if TYPE_CHECKING:
     import torch
 
 Component = Literal["bottom", "trunk", "top"]
 COMPONENTS: tuple[Component, ...] = ("bottom", "trunk", "top")
-FORMATS = ("pt", "safetensors")
 FORMAT_VERSION = 1
 METADATA_SUFFIX = "_metadata.json"
 RULE = "=" * 60
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*$")
-
-
-class StorageError(OSError):
-    """A component could not be written or read back."""
 
 
 def validate_model_name(name: str) -> str:
@@ -75,12 +61,6 @@ def resolve_model_name(model_name: str | None, model_name_or_path: str | Path) -
     )
 
 
-def check_format(file_format: str) -> str:
-    if file_format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {file_format!r}")
-    return file_format
-
-
 def validate_component(component: str) -> Component:
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {', '.join(COMPONENTS)}; got {component!r}")
@@ -95,17 +75,16 @@ class StorageManager:
         base_path: str | Path,
         model_name: str,
         component: str,
-        split_config: str,
+        split_config: str | SplitPoints,
         file_format: str = "pt",
     ) -> Path:
-        """`{base}/{component}/{model}_{split}_{component}.pt` (or `.safetensors`)."""
+        """`{base}/{component}/{model}_{split}_{component}.pt` (or `.safetensors`), with the
+        split in its one canonical spelling (`02-10` names the same files as `2-10`)."""
         validate_model_name(model_name)
         validate_component(component)
-        parse_split_config(split_config)
+        split = SplitPoints.parse(split_config)
         check_format(file_format)
-        return (
-            Path(base_path) / component / f"{model_name}_{split_config}_{component}.{file_format}"
-        )
+        return Path(base_path) / component / f"{model_name}_{split}_{component}.{file_format}"
 
     @staticmethod
     def create_storage_directories(base_path: str | Path) -> dict[str, Path]:
@@ -120,204 +99,6 @@ class StorageManager:
         """`.../gpt2_2-10_bottom.pt` -> `.../gpt2_2-10_bottom_metadata.json`."""
         path = Path(model_path)
         return path.with_name(path.stem + METADATA_SUFFIX)
-
-
-class HashingSink:
-    """A write-only sink that hashes every byte on its way to disk.
-
-    Hashing runs in a second thread on the very buffers being written (hashlib releases the
-    GIL), so sha256 costs no extra pass and overlaps with the kernel's copy.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self.position = 0
-        self.sha256: str | None = None  # set by `finish`
-        self._sha256 = hashlib.sha256()
-        self._queue: queue.Queue[tuple[bytes | memoryview, FileSpan | None] | None] = queue.Queue(
-            maxsize=16
-        )
-        self._hasher = threading.Thread(target=self._hash, name="sha256", daemon=True)
-        self._hasher.start()
-
-    def _hash(self) -> None:
-        while (item := self._queue.get()) is not None:
-            data, span = item
-            self._sha256.update(data)
-            if span is not None:
-                span.release(len(data))  # keep the process's RSS flat on huge models
-
-    def write(self, data: bytes | memoryview, span: FileSpan | None = None) -> None:
-        """Append `data`; bytes that lie in a file (`span`) are copied by the kernel."""
-        self._queue.put((data, span))
-        length = len(data)
-        if span is not None:
-            done = 0
-            while done < length:  # sendfile: an in-kernel copy, like `cp`, across filesystems
-                copied = os.sendfile(self._fd, span.fd, span.offset + done, length - done)
-                if copied == 0:
-                    raise StorageError(f"the source file ended early (fd {span.fd})")
-                done += copied
-        else:
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(self._fd, view) :]
-        self.position += length
-
-    def finish(self) -> str:
-        """Wait for the hasher; `sha256` is then the digest of everything written."""
-        if self.sha256 is None:
-            self._queue.put(None)
-            self._hasher.join()
-            self.sha256 = self._sha256.hexdigest()
-        return self.sha256
-
-
-def _fsync_directory(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class StagedFile:
-    """A file written to a temp name beside its final one, waiting to be committed.
-
-    `commit` makes it durable and visible (fsync, rename, fsync the folder); `abort` removes
-    it. Until `commit`, nothing exists under the final name, whatever happens.
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._fd, temp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        self.temp = Path(temp_name)
-        self.sink = HashingSink(self._fd)
-
-    @property
-    def sha256(self) -> str:
-        return self.sink.finish()
-
-    def commit(self) -> None:
-        try:
-            self.sink.finish()
-            os.fsync(self._fd)
-            os.fchmod(self._fd, 0o644)
-        except BaseException:
-            self.abort()
-            raise
-        os.close(self._fd)
-        self._fd = -1
-        self.temp.replace(self.path)
-        _fsync_directory(self.path.parent)
-
-    def abort(self) -> None:
-        self.sink.finish()  # always stop the hasher thread
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.temp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def staged_file(path: Path) -> Iterator[StagedFile]:
-    """A `StagedFile` that is aborted if writing it raises; the caller commits it.
-
-    Hashing may still be running when this returns: `commit` waits for it, so the next file
-    can start streaming while the hasher catches up on this one.
-    """
-    staged = StagedFile(path)
-    try:
-        yield staged
-    except BaseException:
-        staged.abort()
-        raise
-
-
-@contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[HashingSink]:
-    """Write `path` through a temp file in the same folder, fsync, then rename.
-
-    A crash, a full disk or an exception never leaves a file under the final name: either the
-    old file (if any) or the complete new one is there.
-    """
-    with staged_file(path) as staged:
-        yield staged.sink
-    staged.commit()
-
-
-def canonical_order(names: Iterable[str]) -> list[str]:
-    """Tensor names in a stable, human order (layer 2 before layer 10).
-
-    Both the library and the streaming split write tensors in this order, which is what makes
-    their files identical byte for byte.
-    """
-    return sorted(names, key=lambda name: [int(p) if p.isdigit() else p for p in name.split(".")])
-
-
-def as_tensor_data(tensor: TensorData | torch.Tensor) -> TensorData:
-    """Bytes of a tensor without copying where it is already contiguous on the CPU."""
-    if isinstance(tensor, TensorData):
-        return tensor
-    import torch
-
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    dtype = str(tensor.dtype).removeprefix("torch.")
-    if flat.numel() == 0:
-        return TensorData(dtype, tuple(tensor.shape), memoryview(b""))
-    data = memoryview(flat.view(torch.uint8).numpy().data).cast("B")
-    return TensorData(dtype, tuple(tensor.shape), data)
-
-
-def write_weights(
-    tensors: Mapping[str, TensorData | torch.Tensor],
-    path: Path,
-    file_format: str = "pt",
-    header_metadata: Mapping[str, str] | None = None,
-) -> str:
-    """Atomically write a component's tensors; return the sha256 of the bytes written.
-
-    `pt` is a plain `state_dict` that `torch.load(path, weights_only=True)` reads; tensors are
-    written in `canonical_order` so two writers of the same tensors produce the same bytes.
-    """
-    staged = stage_weights(tensors, path, file_format, header_metadata)
-    staged.commit()
-    return staged.sha256
-
-
-def stage_weights(
-    tensors: Mapping[str, TensorData | torch.Tensor],
-    path: Path,
-    file_format: str = "pt",
-    header_metadata: Mapping[str, str] | None = None,
-    on_tensor: TensorWritten | None = None,
-) -> StagedFile:
-    """Write a component's tensors to a temp file beside `path`; the caller commits it."""
-    check_format(file_format)
-    ordered = {name: as_tensor_data(tensors[name]) for name in canonical_order(tensors)}
-    with staged_file(path) as staged:
-        if file_format == "pt":
-            write_torch_zip(ordered, staged.sink, on_tensor=on_tensor)
-        else:
-            write_safetensors(ordered, staged.sink, header_metadata or {}, on_tensor)
-    return staged
-
-
-def write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Atomically write a JSON document (indented, keys in insertion order)."""
-    with atomic_writer(path) as sink:
-        sink.write((json.dumps(document, indent=2) + "\n").encode())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -436,6 +217,30 @@ def remove_components(
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def check_storage_writable(storage_path: str | Path) -> None:
+    """Fail before any work if the storage folder cannot be created or written."""
+    base = Path(storage_path)
+    try:
+        StorageManager.create_storage_directories(base)
+    except OSError as error:
+        raise StorageError(f"storage path {base} cannot be created: {error.strerror}") from error
+    for component in COMPONENTS:
+        if not os.access(base / component, os.W_OK | os.X_OK):
+            raise StorageError(f"storage path {base / component} is not writable")
+
+
+def remove_stale_temp_files(storage_path: str | Path, model_name: str, split_config: str) -> None:
+    """Remove temp files a killed writer of these very components left behind (never others)."""
+    for component in COMPONENTS:
+        for file_format in FORMATS:
+            final = StorageManager.get_split_model_path(
+                storage_path, model_name, component, split_config, file_format
+            )
+            for name in (final.name, StorageManager.get_model_metadata_path(final).name):
+                for stale in final.parent.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
 
 
 class SaveReport:

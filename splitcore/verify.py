@@ -16,8 +16,9 @@ from typing import IO, Any
 
 import torch
 
-from splitcore.config import parse_split_config
-from splitcore.split import camel
+from splitcore.atomic import sha256_file
+from splitcore.points import SplitPoints
+from splitcore.result import camel_document
 from splitcore.storage import (
     COMPONENTS,
     Component,
@@ -25,7 +26,6 @@ from splitcore.storage import (
     TensorSummary,
     load_weights,
     read_metadata,
-    sha256_file,
     validate_model_name,
 )
 
@@ -58,7 +58,7 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = camel(asdict(self))
+        document: dict[str, Any] = camel_document(asdict(self))
         return document
 
 
@@ -108,8 +108,8 @@ def _check_consistency(metadata: Mapping[Component, Mapping[str, Any]]) -> list[
     if not bottom["config"] == trunk["config"] == top["config"]:
         problems.append("the components' metadata describe different model configs")
     ranges = [(m["start_layer"], m["end_layer"]) for m in (bottom, trunk, top)]
-    split_1, split_2 = parse_split_config(bottom["split_config"])
-    if ranges[0] != (0, split_1) or ranges[1] != (split_1, split_2) or ranges[2][0] != split_2:
+    split = SplitPoints.parse(bottom["split_config"])
+    if ranges != list(split.layer_ranges(ranges[2][1])):
         problems.append(f"layer ranges {ranges} do not follow split {bottom['split_config']}")
     return problems
 
@@ -184,7 +184,7 @@ def probe_chain(
 def verify_split(
     storage_path: str | Path,
     model_name: str,
-    split_config: str,
+    split_config: str | SplitPoints,
     *,
     source: str | None = None,
     file_format: str = "pt",
@@ -193,7 +193,7 @@ def verify_split(
 ) -> VerifyResult:
     """Check the three saved components of `model_name` / `split_config`; see the module doc."""
     validate_model_name(model_name)
-    parse_split_config(split_config)
+    split_config = str(SplitPoints.parse(split_config))
     checks, metadata, weights = _check_files(
         Path(storage_path), model_name, split_config, file_format
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,9 +42,15 @@ def test_model_storage_dir_becomes_a_mount_path(path, mount):
     assert config.default_storage_path == mount
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
 def test_help_and_a_bad_config_file(tmp_path):
-    command = [sys.executable, "-P", "-m", "splitlearn_operator"]
-    done = subprocess.run([*command, "--help"], capture_output=True, text=True, check=False)
+    # Run from the repository root without -P: the operator/ folder shadows nothing.
+    command = [sys.executable, "-m", "splitlearn_operator"]
+    done = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, check=False, cwd=REPOSITORY
+    )
     assert done.returncode == 0
     assert "--all-namespaces" in done.stdout and "ServerConfig" in done.stdout
     (tmp_path / "bad.yaml").write_text("max_modles: 3\n")
@@ -55,3 +62,16 @@ def test_help_and_a_bad_config_file(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown field 'max_modles'" in done.stderr
+
+
+def test_the_repository_root_shadows_no_standard_module():
+    """`python -m anything` from the root imports the standard library's `operator`, and
+    `splitlearn_operator` resolves to operator/splitlearn_operator/."""
+    code = (
+        "import operator, splitlearn_operator, pathlib; print(operator.eq(1, 1)); "
+        "print(pathlib.Path(splitlearn_operator.__file__).parent.relative_to(pathlib.Path.cwd()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPOSITORY
+    )
+    assert done.stdout.split() == ["True", "operator/splitlearn_operator"]

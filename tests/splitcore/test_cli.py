@@ -206,7 +206,7 @@ def test_help_everywhere(command, capsys):
 def test_console_script_and_module_entrypoints(gpt2_checkpoint, tmp_path):
     script = shutil.which("splitcore", path=str(Path(sys.executable).parent))
     assert script is not None
-    for command in ([script], [sys.executable, "-P", "-m", "splitcore"]):
+    for command in ([script], [sys.executable, "-m", "splitcore"]):
         done = subprocess.run(
             [
                 *command,

@@ -15,7 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from splitcore.formats import FormatError, SafetensorsFile, write_torch_zip
-from splitcore.storage import as_tensor_data, atomic_writer, write_weights
+from splitcore.atomic import atomic_writer
+from splitcore.weights import as_tensor_data, write_weights
 
 DTYPES = [
     torch.float32,

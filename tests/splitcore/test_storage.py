@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from splitcore import ModelFactory, StorageManager
-from splitcore.storage import HashingSink, model_name_from_path, validate_model_name
+from splitcore.atomic import HashingSink
+from splitcore.storage import model_name_from_path, validate_model_name
 
 GUIDE_METADATA_KEYS = [
     "model_class",

@@ -176,12 +176,12 @@ def test_a_killed_writer_leaves_only_a_temp_file_which_the_next_run_removes(
     storage = tmp_path / "models"
     crash = (
         "import os, signal\n"
-        "import splitcore.storage\n"
+        "import splitcore.weights\n"
         "from splitcore.split import split_checkpoint\n"
         "def write_then_die(tensors, sink, **options):\n"
         "    sink.write(b'partial bytes')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "splitcore.storage.write_torch_zip = write_then_die\n"
+        "splitcore.weights.write_torch_zip = write_then_die\n"
         f"split_checkpoint({str(gpt2_checkpoint)!r}, 'gpt2', 2, 10, {str(storage)!r})\n"
     )
     done = subprocess.run([sys.executable, "-P", "-c", crash], capture_output=True, check=False)

@@ -262,7 +262,6 @@ class Kubelet:
         )
         env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "PYTHONSAFEPATH": "1",
             **{item["name"]: item["value"] for item in container.get("env", [])},
         }
         owner = metadata.get("labels", {}).get("splitlearn.io/splitmodel", "")

@@ -1,4 +1,4 @@
-"""The real operator, as a subprocess (`python -P -m splitlearn_operator`), for e2e tests."""
+"""The real operator, as a subprocess (`python -m splitlearn_operator`), for e2e tests."""
 
 from __future__ import annotations
 
@@ -86,9 +86,9 @@ class OperatorProcess:
         scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)] or [
             "--all-namespaces"
         ]
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "splitlearn_operator", "--config", str(config_path),
+            sys.executable, "-m", "splitlearn_operator", "--config", str(config_path),
             *scope,
             stdout=self.log.open("wb"), stderr=asyncio.subprocess.STDOUT, env=env,
             cwd=self.directory,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from splitcore.result import ComponentResult, Reason, Verification
 from splitlearn_operator import status as states
-from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verification
+from splitlearn_operator.status import SplitModelStatus
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
 COMPONENTS = tuple(
-    ComponentStatus(name, f"GPT2{name.capitalize()}Model", start, end, end - start,
-                    3_000_000_000, 12_000_000_000, T1, f"/models/{name}/x_2-10_{name}.pt",
+    ComponentResult(name, f"GPT2{name.capitalize()}Model", start, end, end - start,
+                    3_000_000_000, 12_000_000_000, T1, "float32",
+                    f"/models/{name}/x_2-10_{name}.pt",
                     f"/models/{name}/x_2-10_{name}_metadata.json", "ab" * 32)
     for name, start, end in (("bottom", 0, 2), ("trunk", 2, 10), ("top", 10, 12))
 )  # fmt: skip
@@ -24,7 +26,7 @@ def fixtures() -> dict[str, dict[str, Any]]:
     """Resources in each state, with statuses made by the operator's own transitions."""
     running = states.reconciling(SplitModelStatus(), 1, "x-1", "h1", "models", T0)
     done = states.ready(running, 1, COMPONENTS, True, Verification(True, "3.1e-07"), T1)
-    failed = states.stalled(running, 1, "OOMKilled", "out of memory", T1)
+    failed = states.stalled(running, 1, Reason.OOM_KILLED, "out of memory", T1)
     queued = states.queued(SplitModelStatus(), 1, "h1", 2, 2, T0)
     changed = states.reconciling(done, 2, "x-2", "h2", "models", T2)
 

@@ -23,8 +23,6 @@ from splitcore.config import ConfigError, ServerConfig, from_mapping
 GROUP = "splitlearn.io"
 VERSION = "v1alpha1"
 PLURAL = "splitmodels"
-KIND = "SplitModel"
-API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = f"{GROUP}/finalizer"
 MANAGED_BY = "splitlearn-operator"
 

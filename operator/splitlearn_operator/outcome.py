@@ -11,16 +11,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from splitcore.result import ErrorDocument, Reason, SplitResult
 from splitlearn_operator.config import CONTAINER_NAME
 
 
 @dataclass(frozen=True)
 class JobOutcome:
     finished: bool
-    succeeded: bool = False
-    result: dict[str, Any] | None = None
-    reason: str | None = None
+    result: SplitResult | None = None  # set when the Job succeeded
+    reason: Reason | None = None  # set when it failed
     message: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result is not None
 
 
 def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -73,22 +77,23 @@ def job_outcome(
     terminated = _last_terminated(pods)
     document = _message_json(terminated)
     if complete is not None:
-        if document is None or "components" not in document:
+        try:
+            return JobOutcome(True, result=SplitResult.from_json(document or {}))
+        except (KeyError, TypeError, ValueError):
             return JobOutcome(
-                True, reason="ResultMissing",
+                True, reason=Reason.RESULT_MISSING,
                 message="the Job completed but its pod left no JSON result in its "
                 "termination message",
             )  # fmt: skip
-        return JobOutcome(True, succeeded=True, result=document)
     assert failed is not None
-    if document is not None and isinstance(document.get("error"), dict):
-        error = document["error"]
-        return JobOutcome(True, reason=str(error.get("reason")), message=str(error.get("message")))
+    error = ErrorDocument.from_json(document) if document is not None else None
+    if error is not None:
+        return JobOutcome(True, reason=error.reason, message=error.message)
     if failed.get("reason") == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         return JobOutcome(
             True,
-            reason="DeadlineExceeded",
+            reason=Reason.DEADLINE_EXCEEDED,
             message=f"the Job ran longer than activeDeadlineSeconds={deadline} and was stopped; "
             "raise config.job_active_deadline_seconds in the operator's configuration",
         )
@@ -98,7 +103,7 @@ def job_outcome(
         limit = f" (limit {memory_limit})" if memory_limit else ""
         return JobOutcome(
             True,
-            reason="OOMKilled",
+            reason=Reason.OOM_KILLED,
             message=f"the split container ran out of memory{limit} and was killed; raise "
             "spec.resources.limits.memory (the streaming split needs about the largest "
             "component's size of page cache, verify needs the whole model)",
@@ -108,8 +113,9 @@ def job_outcome(
         detail = (
             f" (exit code {terminated.get('exitCode')}: {terminated.get('message', '')[-500:]})"
         )
+    kubernetes_reason = f"{failed['reason']}: " if failed.get("reason") else ""
     return JobOutcome(
         True,
-        reason=str(failed.get("reason") or "JobFailed"),
-        message=f"{failed.get('message') or 'the split Job failed'}{detail}",
+        reason=Reason.JOB_FAILED,
+        message=f"{kubernetes_reason}{failed.get('message') or 'the split Job failed'}{detail}",
     )

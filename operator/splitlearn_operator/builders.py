@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from splitcore.result import ExitCode
 from splitlearn_operator.config import (
     ANNOTATION_GENERATION,
     CONTAINER_NAME,
@@ -25,7 +26,6 @@ from splitlearn_operator.spec import ResolvedSpec
 SPLIT = "split"
 CLEANUP = "cleanup"
 TERMINATION_LOG = "/dev/termination-log"
-SPLIT_EXIT_INVALID = 2  # splitcore's exit code for input that retrying cannot fix
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def _job(
                         "onExitCodes": {
                             "containerName": CONTAINER_NAME,
                             "operator": "In",
-                            "values": [SPLIT_EXIT_INVALID],
+                            "values": [int(ExitCode.INVALID)],
                         },
                     },
                     {  # a node drained or preempted: not the Job's fault, not counted

@@ -12,19 +12,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+from splitcore.result import ComponentResult, Reason, Verification
 
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 TRUE, FALSE = "True", "False"
 
-# Reasons the operator reports (conditions, Events, metrics).
-REASON_JOB_RUNNING = "JobRunning"
-REASON_QUEUED = "Queued"
-REASON_SUCCEEDED = "Succeeded"
-REASON_PLANNED = "Planned"
-REASON_DELETING = "Deleting"
+
+class Progress(StrEnum):
+    """Reasons of the conditions while nothing is wrong (failures are `Reason`s)."""
+
+    JOB_RUNNING = "JobRunning"
+    QUEUED = "Queued"
+    SUCCEEDED = "Succeeded"
+    PLANNED = "Planned"
+
+
+class EventReason(StrEnum):
+    """Reasons of the Normal Events the operator posts (Warnings carry a `Reason`)."""
+
+    CLAIM_CREATED = "ClaimCreated"
+    JOB_CREATED = "JobCreated"
+    QUEUED = "Queued"
+    SUCCEEDED = "Succeeded"
+    PLANNED = "Planned"
+    CLEANUP_STARTED = "CleanupStarted"
+    CLEANED_UP = "CleanedUp"
 
 
 def now_rfc3339(moment: datetime | None = None) -> str:
@@ -63,45 +80,6 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class ComponentStatus:
-    """One component file, as the Job reported it (and its metadata file records it)."""
-
-    name: str
-    model_class: str
-    start_layer: int
-    end_layer: int
-    num_layers: int
-    num_parameters: int
-    memory_bytes: int
-    saved_at: str
-    path: str | None = None
-    metadata_path: str | None = None
-    sha256: str | None = None
-
-    _FIELDS = (
-        ("name", "name"), ("path", "path"), ("metadataPath", "metadata_path"),
-        ("modelClass", "model_class"), ("startLayer", "start_layer"),
-        ("endLayer", "end_layer"), ("numLayers", "num_layers"),
-        ("numParameters", "num_parameters"), ("memoryBytes", "memory_bytes"),
-        ("sha256", "sha256"), ("savedAt", "saved_at"),
-    )  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        document = {key: getattr(self, attribute) for key, attribute in self._FIELDS}
-        return {key: value for key, value in document.items() if value is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ComponentStatus:
-        integers = {"start_layer", "end_layer", "num_layers", "num_parameters", "memory_bytes"}
-        values: dict[str, Any] = {
-            attribute: (int(data[key]) if attribute in integers else str(data[key]))
-            for key, attribute in cls._FIELDS
-            if data.get(key) is not None
-        }
-        return cls(**values)
-
-
-@dataclass(frozen=True)
 class Failure:
     reason: str
     message: str
@@ -109,18 +87,6 @@ class Failure:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "message": self.message, "time": self.time}
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    max_abs_diff: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"ok": self.ok}
-        if self.max_abs_diff is not None:
-            result["maxAbsDiff"] = self.max_abs_diff
-        return result
 
 
 @dataclass(frozen=True)
@@ -132,7 +98,7 @@ class SplitModelStatus:
     job_name: str | None = None
     spec_hash: str | None = None
     storage_claim: str | None = None
-    components: tuple[ComponentStatus, ...] = ()
+    components: tuple[ComponentResult, ...] = ()  # the Job's result, field for field
     verification: Verification | None = None
     last_failure: Failure | None = None
 
@@ -144,8 +110,12 @@ class SplitModelStatus:
             "jobName": self.job_name,
             "specHash": self.spec_hash,
             "storageClaim": self.storage_claim,
-            "components": [c.to_dict() for c in self.components],
-            "verification": self.verification.to_dict() if self.verification else None,
+            # The schema has no nullable fields: a plan's missing paths are left out.
+            "components": [
+                {key: value for key, value in c.to_json().items() if value is not None}
+                for c in self.components
+            ],
+            "verification": self.verification.to_json() if self.verification else None,
             "lastFailure": self.last_failure.to_dict() if self.last_failure else None,
         }
         return document
@@ -162,10 +132,8 @@ class SplitModelStatus:
             job_name=data.get("jobName"),
             spec_hash=data.get("specHash"),
             storage_claim=data.get("storageClaim"),
-            components=tuple(ComponentStatus.from_dict(c) for c in data.get("components") or ()),
-            verification=Verification(bool(verification.get("ok")), verification.get("maxAbsDiff"))
-            if verification
-            else None,
+            components=tuple(ComponentResult.from_json(c) for c in data.get("components") or ()),
+            verification=Verification.from_json(verification) if verification else None,
             last_failure=Failure(
                 str(failure.get("reason", "")),
                 str(failure.get("message", "")),
@@ -215,9 +183,9 @@ def reconciling(
         status.with_conditions(
             generation,
             moment,
-            Ready=(FALSE, REASON_JOB_RUNNING, message),
-            Reconciling=(TRUE, REASON_JOB_RUNNING, message),
-            Stalled=(FALSE, REASON_JOB_RUNNING, ""),
+            Ready=(FALSE, Progress.JOB_RUNNING, message),
+            Reconciling=(TRUE, Progress.JOB_RUNNING, message),
+            Stalled=(FALSE, Progress.JOB_RUNNING, ""),
         ),
         job_name=job_name,
         spec_hash=spec_hash,
@@ -233,9 +201,9 @@ def queued(
         status.with_conditions(
             generation,
             moment,
-            Ready=(FALSE, REASON_QUEUED, message),
-            Reconciling=(TRUE, REASON_QUEUED, message),
-            Stalled=(FALSE, REASON_QUEUED, ""),
+            Ready=(FALSE, Progress.QUEUED, message),
+            Reconciling=(TRUE, Progress.QUEUED, message),
+            Stalled=(FALSE, Progress.QUEUED, ""),
         ),
         spec_hash=spec_hash,
     )
@@ -244,12 +212,12 @@ def queued(
 def ready(
     status: SplitModelStatus,
     generation: int,
-    components: tuple[ComponentStatus, ...],
+    components: tuple[ComponentResult, ...],
     saved: bool,
     verification: Verification | None,
     moment: str,
 ) -> SplitModelStatus:
-    reason = REASON_SUCCEEDED if saved else REASON_PLANNED
+    reason = Progress.SUCCEEDED if saved else Progress.PLANNED
     message = (
         f"{len(components)} components written and recorded"
         if saved
@@ -269,7 +237,7 @@ def ready(
 
 
 def stalled(
-    status: SplitModelStatus, generation: int, reason: str, message: str, moment: str
+    status: SplitModelStatus, generation: int, reason: Reason, message: str, moment: str
 ) -> SplitModelStatus:
     """The operator cannot make progress without a change from the user."""
     return replace(

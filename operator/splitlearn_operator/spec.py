@@ -15,9 +15,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from splitcore.checkpoint import HUB_ID
-from splitcore.config import ConfigError, parse_split_config
 from splitcore.models import SUPPORTED_MODEL_TYPES as MODEL_TYPES
-from splitcore.storage import FORMATS, validate_model_name
+from splitcore.points import SplitPointError, SplitPoints
+from splitcore.result import Reason
+from splitcore.storage import validate_model_name
+from splitcore.weights import FORMATS
 from splitlearn_operator.config import SOURCE_MOUNT, OperatorConfig
 
 DELETION_POLICIES = ("Retain", "Delete")
@@ -45,7 +47,7 @@ _RESERVED_MOUNTS = (
 class SpecError(ValueError):
     """The spec cannot be acted on; `reason` becomes the Stalled condition's reason."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -68,7 +70,7 @@ class ResolvedSpec:
     model_id: str
     model_path: str  # inside the Job's container (under /source) or a hub id
     model_type: str
-    split_config: str
+    split_config: str  # canonical: str(SplitPoints)
     storage_path: str
     auto_save: bool
     storage: StorageClaim | None  # None when nothing is saved (autoSave false)
@@ -104,20 +106,20 @@ class ResolvedSpec:
 def _mapping(spec: Any, key: str) -> dict[str, Any]:
     value = spec.get(key) or {}
     if not isinstance(value, dict):
-        raise SpecError("InvalidSpec", f"spec.{key} must be an object")
+        raise SpecError(Reason.INVALID_SPEC, f"spec.{key} must be an object")
     return value
 
 
 def _inside_volume(path: str, field_name: str) -> str:
     """A path inside a volume: relative, normalised, never climbing out with `..`."""
     if not path or "\0" in path:
-        raise SpecError("InvalidPath", f"{field_name} must not be empty")
+        raise SpecError(Reason.INVALID_PATH, f"{field_name} must not be empty")
     parts = PurePosixPath(path).parts
     if ".." in parts:
-        raise SpecError("InvalidPath", f"{field_name} {path!r} must not contain '..'")
+        raise SpecError(Reason.INVALID_PATH, f"{field_name} {path!r} must not contain '..'")
     relative = [part for part in parts if part not in ("/", ".")]
     if not relative:
-        raise SpecError("InvalidPath", f"{field_name} {path!r} names the volume's root")
+        raise SpecError(Reason.INVALID_PATH, f"{field_name} {path!r} names the volume's root")
     return "/".join(relative)
 
 
@@ -132,7 +134,7 @@ def _storage_path(path: str) -> str:
         for reserved in _RESERVED_MOUNTS
     ):
         raise SpecError(
-            "InvalidPath",
+            Reason.INVALID_PATH,
             f"spec.splitStorageConfig.storagePath {path!r} is a reserved or system path; "
             "use a folder such as /models",
         )
@@ -144,20 +146,22 @@ def _storage_claim(spec: dict[str, Any], name: str) -> StorageClaim:
     claim = storage.get("claimName")
     size = storage.get("size")
     if claim and size:
-        raise SpecError("InvalidStorage", "spec.storage: set claimName or size, not both")
+        raise SpecError(Reason.INVALID_STORAGE, "spec.storage: set claimName or size, not both")
     if claim:
         return StorageClaim(name=str(claim))
     if not size:
         raise SpecError(
-            "InvalidStorage",
+            Reason.INVALID_STORAGE,
             "spec.storage needs claimName (an existing PersistentVolumeClaim) or size "
             "(for a claim the operator creates)",
         )
     if not _QUANTITY.match(str(size)):
-        raise SpecError("InvalidStorage", f"spec.storage.size {size!r} is not a quantity")
+        raise SpecError(Reason.INVALID_STORAGE, f"spec.storage.size {size!r} is not a quantity")
     modes = tuple(storage.get("accessModes") or ("ReadWriteOnce",))
     if not set(modes) <= set(ACCESS_MODES):
-        raise SpecError("InvalidStorage", f"spec.storage.accessModes {list(modes)} not supported")
+        raise SpecError(
+            Reason.INVALID_STORAGE, f"spec.storage.accessModes {list(modes)} not supported"
+        )
     return StorageClaim(
         name=f"{name}-storage"[:63],
         create=True,
@@ -172,28 +176,27 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
     metadata = body.get("metadata", {})
     spec = body.get("spec")
     if not isinstance(spec, dict):
-        raise SpecError("InvalidSpec", "the SplitModel has no spec")
+        raise SpecError(Reason.INVALID_SPEC, "the SplitModel has no spec")
     name = str(metadata.get("name", ""))
     model_id = str(spec.get("modelId") or name)
     try:
         validate_model_name(model_id)
     except ValueError as error:
-        raise SpecError("InvalidModelId", f"spec.modelId: {error}") from None
+        raise SpecError(Reason.INVALID_MODEL_ID, f"spec.modelId: {error}") from None
 
     model_type = spec.get("modelType", "auto")
     if model_type not in MODEL_TYPES:
         raise SpecError(
-            "InvalidModelType",
+            Reason.INVALID_MODEL_TYPE,
             f"spec.modelType {model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}",
         )
 
     storage_config = _mapping(spec, "splitStorageConfig")
-    split_config: Any = storage_config.get("splitConfig")
     try:
-        parse_split_config(split_config)
-    except ConfigError as error:
+        split = SplitPoints.parse(storage_config.get("splitConfig"))
+    except SplitPointError as error:
         raise SpecError(
-            "InvalidSplitConfig", f"spec.splitStorageConfig.splitConfig: {error}"
+            Reason.INVALID_SPLIT_CONFIG, f"spec.splitStorageConfig.splitConfig: {error}"
         ) from None
     auto_save = storage_config.get("autoSave", config.server.auto_save_split_models)
     storage_path = _storage_path(
@@ -207,29 +210,31 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
         model_path = f"{SOURCE_MOUNT}/{_inside_volume(model_path, 'spec.modelPath')}"
     elif not HUB_ID.match(model_path) or ".." in model_path:
         raise SpecError(
-            "InvalidPath",
+            Reason.INVALID_PATH,
             f"spec.modelPath {model_path!r} is not a hub id (organisation/name); to read a "
             "checkpoint from a volume, set spec.source.claimName and a path inside it",
         )
 
     file_format = spec.get("format", "pt")
     if file_format not in FORMATS:
-        raise SpecError("InvalidSpec", f"spec.format must be one of {', '.join(FORMATS)}")
+        raise SpecError(Reason.INVALID_SPEC, f"spec.format must be one of {', '.join(FORMATS)}")
     device = str(spec.get("device", "cpu"))
     if not _DEVICE.match(device):
-        raise SpecError("InvalidSpec", f"spec.device {device!r}: use cpu, cuda, cuda:N or mps")
+        raise SpecError(
+            Reason.INVALID_SPEC, f"spec.device {device!r}: use cpu, cuda, cuda:N or mps"
+        )
     deletion_policy = spec.get("deletionPolicy", "Retain")
     if deletion_policy not in DELETION_POLICIES:
-        raise SpecError("InvalidSpec", "spec.deletionPolicy must be Retain or Delete")
+        raise SpecError(Reason.INVALID_SPEC, "spec.deletionPolicy must be Retain or Delete")
     verify = bool(spec.get("verify", False))
     if verify and not auto_save:
-        raise SpecError("InvalidSpec", "spec.verify checks written files: it needs autoSave")
+        raise SpecError(Reason.INVALID_SPEC, "spec.verify checks written files: it needs autoSave")
 
     return ResolvedSpec(
         model_id=model_id,
         model_path=model_path,
         model_type=str(model_type),
-        split_config=str(split_config),
+        split_config=str(split),
         storage_path=storage_path,
         auto_save=bool(auto_save),
         storage=_storage_claim(spec, name) if auto_save else None,

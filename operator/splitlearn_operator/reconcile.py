@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import kopf
 
+from splitcore.result import Reason
 from splitlearn_operator import builders
 from splitlearn_operator import status as states
 from splitlearn_operator.api import EVENTS, JOBS, PODS, PVCS, SPLITMODELS, ApiError, Client
@@ -34,7 +35,7 @@ from splitlearn_operator.config import (
 from splitlearn_operator.metrics import Metrics
 from splitlearn_operator.outcome import is_complete, is_finished, job_outcome
 from splitlearn_operator.spec import ResolvedSpec, SpecError, resolve_spec
-from splitlearn_operator.status import ComponentStatus, SplitModelStatus, Verification
+from splitlearn_operator.status import EventReason, Progress, SplitModelStatus
 
 Transform = Callable[[dict[str, Any], SplitModelStatus], SplitModelStatus | None]
 
@@ -115,7 +116,7 @@ class ClusterView(Protocol):
 
 
 #: Stalls a user fixes outside the SplitModel (by creating a claim): retried on a timer.
-WAITING_REASONS = ("SourceClaimNotFound", "StorageClaimNotFound", "Conflict")
+WAITING_REASONS = Reason.waiting()
 STATUS_WRITE_ATTEMPTS = 8
 
 
@@ -178,7 +179,7 @@ class Reconciler:
         except ApiError as error:
             object_logger(body).warning("could not post the %s Event: %s", reason, error)
 
-    async def stall(self, body: dict[str, Any], reason: str, message: str) -> None:
+    async def stall(self, body: dict[str, Any], reason: Reason, message: str) -> None:
         """Ready=False, Stalled=True, lastFailure, a Warning Event (once per transition)."""
         namespace, name = _key(body)
         generation = int(body["metadata"].get("generation", 1))
@@ -263,7 +264,7 @@ class Reconciler:
         await asyncio.gather(
             self._mark_reconciling(body, spec, job_name),
             self.event(
-                body, "Normal", "JobCreated",
+                body, "Normal", EventReason.JOB_CREATED,
                 f"Job {job_name} splits {spec.model_path} at {spec.split_config}",
             ),
         )  # fmt: skip
@@ -291,9 +292,9 @@ class Reconciler:
 
         await self.write_status(namespace, name, wait, body)
         was_ready = current.condition(states.READY)
-        if was_ready is None or was_ready.reason != states.REASON_QUEUED:
+        if was_ready is None or was_ready.reason != Progress.QUEUED:
             await self.event(
-                body, "Normal", states.REASON_QUEUED,
+                body, "Normal", EventReason.QUEUED,
                 f"{running} of max_models={limit} split Jobs are running; waiting",
             )  # fmt: skip
         raise kopf.TemporaryError(
@@ -313,7 +314,7 @@ class Reconciler:
             return
         wait = self.config.extras.wait_retry_seconds
         await self.stall(
-            body, "Conflict",
+            body, Reason.CONFLICT,
             f"SplitModel {owner.name} already writes {spec.storage_path}/*/{spec.model_id}_"
             f"{spec.split_config}_*.{spec.file_format} on claim {key[1] if key else ''}; "
             "change spec.modelId or spec.splitStorageConfig.storagePath (looked at again every "
@@ -373,7 +374,7 @@ class Reconciler:
             and not view.has_claim(namespace, source)
             and await self._claim_exists(namespace, source) is None
         ):
-            await self._wait_for_claim(body, source, "SourceClaimNotFound", "spec.source")
+            await self._wait_for_claim(body, source, Reason.SOURCE_CLAIM_NOT_FOUND, "spec.source")
         if spec.storage is None:
             return
         if not spec.storage.create and view.has_claim(namespace, spec.storage.name):
@@ -387,7 +388,7 @@ class Reconciler:
                     await self.event(
                         body,
                         "Normal",
-                        "ClaimCreated",
+                        EventReason.CLAIM_CREATED,
                         f"created PersistentVolumeClaim {spec.storage.name}",
                     )
                 except ApiError as error:
@@ -395,7 +396,7 @@ class Reconciler:
                         raise
             elif existing["metadata"].get("labels", {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
                 await self.stall(
-                    body, "StorageClaimConflict",
+                    body, Reason.STORAGE_CLAIM_CONFLICT,
                     f"PersistentVolumeClaim {spec.storage.name} exists and was not created by "
                     "the operator; set spec.storage.claimName to use it",
                 )  # fmt: skip
@@ -409,11 +410,11 @@ class Reconciler:
                 )  # fmt: skip
         elif existing is None:
             await self._wait_for_claim(
-                body, spec.storage.name, "StorageClaimNotFound", "spec.storage"
+                body, spec.storage.name, Reason.STORAGE_CLAIM_NOT_FOUND, "spec.storage"
             )
 
     async def _wait_for_claim(
-        self, body: dict[str, Any], claim: str, reason: str, field: str
+        self, body: dict[str, Any], claim: str, reason: Reason, field: str
     ) -> None:
         """A missing claim is Stalled and looked for again: creating it is the fix."""
         namespace, _ = _key(body)
@@ -488,17 +489,11 @@ class Reconciler:
         outcome = job_outcome(job, pods, limits.get("memory"))
         self._observe_duration(job, "succeeded" if outcome.succeeded else "failed")
         if not outcome.succeeded:
-            await self.stall(body, outcome.reason or "JobFailed", outcome.message or "")
+            await self.stall(body, outcome.reason or Reason.JOB_FAILED, outcome.message or "")
             return
-        result = outcome.result or {}
-        components = tuple(ComponentStatus.from_dict(c) for c in result.get("components", []))
-        saved = bool(result.get("saved"))
-        verification = result.get("verification")
-        checked = (
-            Verification(bool(verification.get("ok")), verification.get("maxAbsDiff"))
-            if verification
-            else None
-        )
+        assert outcome.result is not None
+        components, saved = outcome.result.components, outcome.result.saved
+        checked = outcome.result.verification
         moment = states.now_rfc3339()
 
         def transform(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
@@ -517,7 +512,7 @@ class Reconciler:
             for component in components:
                 self.metrics.bytes_written.labels(component.name).inc(component.memory_bytes)
         await self.event(
-            body, "Normal", states.REASON_SUCCEEDED if saved else states.REASON_PLANNED,
+            body, "Normal", EventReason.SUCCEEDED if saved else EventReason.PLANNED,
             f"split {spec.split_config} of {spec.model_path}: "
             + ", ".join(f"{c.name} layers [{c.start_layer},{c.end_layer})" for c in components),
         )  # fmt: skip
@@ -564,16 +559,19 @@ class Reconciler:
                 JOBS, namespace, builders.build_cleanup_job(body, spec, self.config)
             )
             await self.event(
-                body, "Normal", "CleanupStarted", f"Job {cleanup_name} removes the components"
+                body,
+                "Normal",
+                EventReason.CLEANUP_STARTED,
+                f"Job {cleanup_name} removes the components",
             )
         if not is_finished(job):
             raise kopf.TemporaryError("waiting for the cleanup Job", delay=2)
         if not is_complete(job):
             await self.client.delete(JOBS, namespace, cleanup_name)  # a fresh try next time
             await self.stall(
-                body, "CleanupFailed",
+                body, Reason.CLEANUP_FAILED,
                 f"Job {cleanup_name} could not remove the components; retrying. Set "
                 "deletionPolicy: Retain to delete the SplitModel and keep the files",
             )  # fmt: skip
             raise kopf.TemporaryError("the cleanup Job failed", delay=30)
-        await self.event(body, "Normal", "CleanedUp", "the components were removed")
+        await self.event(body, "Normal", EventReason.CLEANED_UP, "the components were removed")
