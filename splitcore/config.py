@@ -57,6 +57,11 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
         if isinstance(value, Mapping):
             return from_mapping(expected, value, where)
         raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(expected)
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or expected is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")

@@ -59,11 +59,10 @@ def job_name(name: str, spec_hash: str, component: str = SPLIT) -> str:
 
 def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
     uid = config.extras.job_run_as_user
+    ids = {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid} if uid is not None else {}
     return {
         "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
+        **ids,
         "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
@@ -170,6 +169,8 @@ def _pod_spec(
     }
     if extras.job_service_account:
         pod["serviceAccountName"] = extras.job_service_account
+    if extras.job_image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in extras.job_image_pull_secrets]
     if spec.node_selector:
         pod["nodeSelector"] = spec.node_selector
     if spec.tolerations:

@@ -44,11 +44,12 @@ class OperatorExtras:
     log_format: str = "text"  # or "json": one JSON object per line
     job_image: str = "ghcr.io/splitlearn/splitlearn-operator:0.1.0"
     job_image_pull_policy: str = "IfNotPresent"
+    job_image_pull_secrets: list[str] = field(default_factory=list)  # names of Secrets
     job_service_account: str = ""  # empty: the namespace's default (its token is not mounted)
     job_backoff_limit: int = 2
     job_active_deadline_seconds: int = 6 * 3600
     job_ttl_seconds_after_finished: int = 7 * 24 * 3600
-    job_run_as_user: int = 10001
+    job_run_as_user: int | None = 10001  # None: the platform assigns one (OpenShift)
     job_default_resources: dict[str, Any] = field(
         default_factory=lambda: {
             "requests": {"cpu": "1", "memory": "2Gi"},

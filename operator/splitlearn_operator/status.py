@@ -250,23 +250,3 @@ def stalled(
         ),
         last_failure=Failure(reason, message, moment),
     )
-
-
-def kstatus(body: Mapping[str, Any]) -> str:
-    """The kstatus verdict (`Current`, `InProgress`, `Failed`, `Terminating`) by the generic
-    rules of sigs.k8s.io/cli-utils, which Flux and `kubectl wait --for` apply to custom
-    resources: deletion first, then generation, then `Reconciling` and `Stalled`."""
-    metadata = body.get("metadata", {})
-    if metadata.get("deletionTimestamp"):
-        return "Terminating"
-    data = body.get("status") or {}
-    generation = metadata.get("generation")
-    observed = data.get("observedGeneration")
-    if generation is not None and observed is not None and observed != generation:
-        return "InProgress"
-    status = SplitModelStatus.from_dict(data)
-    if status.is_true(RECONCILING):
-        return "InProgress"
-    if status.is_true(STALLED):
-        return "Failed"
-    return "Current"

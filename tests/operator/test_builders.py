@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from splitcore.config import ServerConfig
 from splitlearn_operator import builders
+from splitlearn_operator.config import OperatorConfig
 from splitlearn_operator.spec import resolve_spec
 from support.pod_security import restricted_violations
 
@@ -160,3 +162,33 @@ def test_event_about_the_splitmodel(body):
         "out of memory",
     )
     assert event["metadata"]["generateName"] == "gpt2-a."
+
+
+def test_job_pods_get_the_configured_image_pull_secrets(body):
+    config = OperatorConfig.from_server_config(
+        ServerConfig(
+            auto_save_split_models=True, config={"job_image_pull_secrets": ["regcred", "mirror"]}
+        )
+    )
+    spec = resolve_spec(body, config)
+    for job in (builders.build_split_job(body, spec, config),
+                builders.build_cleanup_job(body, spec, config)):  # fmt: skip
+        assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [
+            {"name": "regcred"}, {"name": "mirror"},
+        ]  # fmt: skip
+
+
+def test_no_pull_secrets_and_a_platform_assigned_uid_leave_those_fields_out(body):
+    """OpenShift assigns the UID: `job_run_as_user: null` pins none, still restricted."""
+    config = OperatorConfig.from_server_config(
+        ServerConfig(auto_save_split_models=True, config={"job_run_as_user": None})
+    )
+    job = builders.build_split_job(body, resolve_spec(body, config), config)
+    pod = job["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in pod
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert restricted_violations(pod) == []

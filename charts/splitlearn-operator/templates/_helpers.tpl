@@ -42,22 +42,12 @@ app.kubernetes.io/part-of: splitlearn-operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* The restricted Pod Security profile, for every pod the chart creates. */}}
+{{/* The pod and container security contexts of every pod the chart creates (values
+podSecurityContext and securityContext: the restricted Pod Security profile by default). */}}
 {{- define "splitlearn.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "splitlearn.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext }}
 {{- end }}
