@@ -112,12 +112,14 @@ def _mapping(spec: Any, key: str) -> dict[str, Any]:
 
 def _inside_volume(path: str, field_name: str) -> str:
     """A path inside a volume: relative, normalised, never climbing out with `..`."""
-    if not path or "\0" in path:
+    if not path:
         raise SpecError(Reason.INVALID_PATH, f"{field_name} must not be empty")
+    if "\0" in path:
+        raise SpecError(Reason.INVALID_PATH, f"{field_name} must not contain a NUL byte")
     parts = PurePosixPath(path).parts
     if ".." in parts:
         raise SpecError(Reason.INVALID_PATH, f"{field_name} {path!r} must not contain '..'")
-    relative = [part for part in parts if part not in ("/", ".")]
+    relative = [part for part in parts if part != "/"]  # PurePosixPath drops "." parts
     if not relative:
         raise SpecError(Reason.INVALID_PATH, f"{field_name} {path!r} names the volume's root")
     return "/".join(relative)
@@ -126,7 +128,7 @@ def _inside_volume(path: str, field_name: str) -> str:
 def _storage_path(path: str) -> str:
     """The mount path of the storage volume in the Job: absolute, normalised, not reserved."""
     if not path.startswith("/"):
-        path = "/" + path.removeprefix("./")
+        path = "/" + path  # "./models" -> "/./models" -> /models
     relative = _inside_volume(path, "spec.splitStorageConfig.storagePath")
     mount = "/" + relative
     if any(

@@ -50,3 +50,17 @@ def test_cpu_torch_is_pinned_as_in_ci():
         'pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"' in DOCKERFILE
     )
     assert "torch==2.13.0" in (REPO / "constraints" / "ci.txt").read_text()
+
+
+def test_make_image_builds_this_dockerfile_with_docker_or_podman(tmp_path):
+    """`make image` runs `<docker|podman> build -t IMAGE .`; without either it says so."""
+    done = subprocess.run(
+        ["make", "-s", "image", "IMAGE=splitlearn-operator:dev", "CONTAINER_TOOL=echo"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "build -t splitlearn-operator:dev .\n")
+    done = subprocess.run(
+        ["make", "-s", "image", "CONTAINER_TOOL="], cwd=REPO, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "make image needs docker or podman" in done.stderr

@@ -128,3 +128,10 @@ def test_the_spec_hash_follows_the_work_not_the_deletion_policy(body, config):
     assert resolve_spec(body, config).spec_hash == base
     body["spec"]["splitStorageConfig"]["splitConfig"] = "3-9"
     assert resolve_spec(body, config).spec_hash != base
+
+
+def test_a_nul_byte_in_a_path_is_named_as_such(body, config):
+    body["spec"]["modelPath"] = "gpt2\0x"
+    with pytest.raises(SpecError, match="spec.modelPath must not contain a NUL byte") as error:
+        resolve_spec(body, config)
+    assert error.value.reason == "InvalidPath"
