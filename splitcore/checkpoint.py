@@ -8,7 +8,7 @@ Pickled `.bin` checkpoints are refused unless the caller opts in, and are then l
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from splitcore.formats import FormatError, SafetensorsFile, TensorData
+from splitcore.formats import DTYPES, FormatError, SafetensorsFile, SourceChangedError, TensorData
+from splitcore.inputs import (
+    MAX_CONFIG_BYTES,
+    MAX_JSON_BYTES,
+    InputError,
+    load_json,
+    open_regular_file,
+    refusal,
+    shown,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +52,14 @@ def _looks_like_local_path(text: str) -> bool:
 def resolve_checkpoint_dir(model_name_or_path: str | Path, allow_pickle: bool = False) -> Path:
     """A local checkpoint directory for `model_name_or_path`, downloading a hub id if needed."""
     text = str(model_name_or_path)
+    if not text.strip():
+        raise InputError("the checkpoint path is empty; pass the checkpoint directory")
     path = Path(text).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as error:  # a folder on the way cannot be searched
+        raise CheckpointError(f"{text} cannot be read: {error.strerror}") from None
+    if exists:
         if not path.is_dir():
             raise CheckpointError(
                 f"{text} is a file; pass the checkpoint directory holding config.json"
@@ -80,6 +95,17 @@ def _open_safetensors(path: Path) -> SafetensorsFile:
         raise CheckpointError(str(error)) from None
 
 
+def _identity(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _present(path: Path) -> bool:
+    """Whether anything (a file, a FIFO, a dangling or looping link) is at `path`: what is
+    there is then opened by `inputs`, which names what is wrong with it."""
+    return os.path.lexists(path)
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint directory: its config and which file holds each tensor."""
@@ -89,49 +115,56 @@ class Checkpoint:
     tensor_files: dict[str, Path]
     pickled: bool = False
     _files: dict[Path, SafetensorsFile] = field(default_factory=dict, repr=False)
+    #: Pickled files as first seen (inode, size, mtime): torch reopens them on every read.
+    _pickle_identities: dict[Path, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, directory: str | Path, allow_pickle: bool = False) -> Checkpoint:
         """Read config.json and index the weights, validating every safetensors header."""
         directory = Path(directory)
         config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise CheckpointError(f"{directory} has no config.json")
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
+            config = load_json(config_path, CheckpointError, MAX_CONFIG_BYTES)
+        except FileNotFoundError:
+            raise CheckpointError(f"{directory} has no config.json") from None
         if not isinstance(config, dict):
             raise CheckpointError(f"{config_path} does not hold a JSON object")
+        if not isinstance(config.get("model_type", ""), str):
+            raise CheckpointError(f"{config_path}: model_type is {shown(config['model_type'])}")
         safetensors_files = sorted(directory.glob("*.safetensors"))
-        if (directory / SAFETENSORS_INDEX).is_file() or safetensors_files:
+        if _present(directory / SAFETENSORS_INDEX) or safetensors_files:
             opened = cls._safetensors_files(directory, safetensors_files)
             names = {name: path for path, handle in opened.items() for name in handle.names()}
             return cls(directory, config, names, _files=opened)
-        if (directory / PICKLE_INDEX).is_file() or (directory / PICKLE_SINGLE).is_file():
+        if _present(directory / PICKLE_INDEX) or _present(directory / PICKLE_SINGLE):
             if not allow_pickle:
                 raise CheckpointError(
                     f"{directory} holds only pickled .bin weights, which can run code when "
                     "loaded; convert it to safetensors or opt in with --allow-pickle "
                     "(allow_pickle=True); it is then loaded with weights_only=True"
                 )
-            return cls(directory, config, cls._pickle_files(directory), pickled=True)
+            files = cls._pickle_files(directory)
+            identities = {path: _identity(path) for path in set(files.values())}
+            return cls(directory, config, files, pickled=True, _pickle_identities=identities)
         raise CheckpointError(f"{directory} has no *.safetensors weights")
 
     @staticmethod
     def _index(directory: Path, index_name: str) -> dict[str, Path]:
-        try:
-            weight_map = json.loads((directory / index_name).read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"{directory / index_name} is not a valid index: {error}"
-            ) from None
+        path = directory / index_name
+        document = load_json(path, CheckpointError, MAX_JSON_BYTES)
+        weight_map = document.get("weight_map") if isinstance(document, dict) else None
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{path} is not a valid index: it has no weight_map object")
         files: dict[str, Path] = {}
         for name, file_name in weight_map.items():
-            path = directory / file_name
-            if Path(file_name).name != file_name or not path.is_file():
-                raise CheckpointError(f"{index_name} names a missing shard {file_name!r}")
-            files[name] = path
+            if not isinstance(file_name, str) or not file_name:
+                raise CheckpointError(
+                    f"{index_name} maps {shown(name)} to {shown(file_name)}, not a file name"
+                )
+            shard = directory / file_name
+            if Path(file_name).name != file_name or not _present(shard):
+                raise CheckpointError(f"{index_name} names a missing shard {shown(file_name)}")
+            files[name] = shard
         return files
 
     @classmethod
@@ -139,10 +172,10 @@ class Checkpoint:
         cls, directory: Path, present: list[Path]
     ) -> dict[Path, SafetensorsFile]:
         """Open (and validate) every shard; the index, if any, must agree with the shards."""
-        if (directory / SAFETENSORS_INDEX).is_file():
+        if _present(directory / SAFETENSORS_INDEX):
             files = cls._index(directory, SAFETENSORS_INDEX)
             shards = sorted(set(files.values()))
-        elif (directory / SAFETENSORS_SINGLE).is_file():
+        elif _present(directory / SAFETENSORS_SINGLE):
             files, shards = {}, [directory / SAFETENSORS_SINGLE]
         elif len(present) == 1:
             files, shards = {}, present
@@ -154,12 +187,14 @@ class Checkpoint:
         listed = {name: shard for shard, handle in opened.items() for name in handle.names()}
         for name, shard in files.items():
             if listed.get(name) != shard:
-                raise CheckpointError(f"{shard.name} does not hold {name}, as its index says")
+                raise CheckpointError(
+                    f"{shard.name} does not hold {shown(name)}, as its index says"
+                )
         return opened
 
     @classmethod
     def _pickle_files(cls, directory: Path) -> dict[str, Path]:
-        if (directory / PICKLE_INDEX).is_file():
+        if _present(directory / PICKLE_INDEX):
             return cls._index(directory, PICKLE_INDEX)
         path = directory / PICKLE_SINGLE
         return dict.fromkeys(cls._load_pickle(path), path)
@@ -168,12 +203,24 @@ class Checkpoint:
     def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
         import torch
 
+        os.close(open_regular_file(path, CheckpointError))  # never block on a FIFO
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
-            raise CheckpointError(f"{path} could not be loaded safely: {error}") from None
+            raise CheckpointError(
+                f"{path} could not be loaded safely: it must hold only tensors "
+                f"({refusal(error)}); convert it to safetensors"
+            ) from None
         if not isinstance(loaded, dict):
             raise CheckpointError(f"{path} does not hold a state_dict")
+        for name, tensor in loaded.items():
+            if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+                raise CheckpointError(
+                    f"{path} holds {shown(name)}: {type(tensor).__name__}, not a named tensor"
+                )
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            if dtype not in DTYPES:
+                raise CheckpointError(f"{path}: {shown(name)} has unsupported dtype {dtype}")
         return loaded
 
     @property
@@ -202,6 +249,15 @@ class Checkpoint:
                 mapped = self._files[path].remapped() if private else self._files[path]
                 tensors.update({name: mapped.tensor(name) for name in wanted})
         return tensors
+
+    def check_unchanged(self) -> None:
+        """Raise `SourceChangedError` if a weight file was written to since it was opened:
+        a split's files must all come from one version of the checkpoint."""
+        for handle in self._files.values():
+            handle.check_unchanged()
+        for path, identity in self._pickle_identities.items():
+            if _identity(path) != identity:
+                raise SourceChangedError(f"{path} changed while it was being split")
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype name of every tensor, from the headers only."""

@@ -11,11 +11,13 @@ import argparse
 import dataclasses
 import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from splitcore.inputs import clip, load_yaml, printable
 from splitcore.points import SplitPointError, SplitPoints
 from splitcore.result import ErrorDocument, ExitCode, Reason
 
@@ -30,11 +32,16 @@ exit codes:
 
 def _classify(error: BaseException) -> Reason:
     """The reason an exception stands for; its exit code follows from the reason."""
-    from splitcore.atomic import StorageError
+    from splitcore.atomic import OutputLockedError, StorageError
     from splitcore.checkpoint import CheckpointError, HubDownloadError
     from splitcore.config import ConfigError
+    from splitcore.formats import SourceChangedError
     from splitcore.models import UnsupportedModelError
 
+    if isinstance(error, OutputLockedError):
+        return Reason.OUTPUT_LOCKED
+    if isinstance(error, SourceChangedError):
+        return Reason.SOURCE_CHANGED
     if isinstance(error, VerificationFailed):
         return Reason.VERIFICATION_FAILED
     if isinstance(error, SplitPointError):
@@ -56,13 +63,27 @@ def _classify(error: BaseException) -> Reason:
     return Reason.INTERNAL_ERROR
 
 
+class ResultFileError(ValueError):
+    """`--result-file` names a file that cannot be written."""
+
+
 def _write_result(result_file: str | None, document: Mapping[str, Any]) -> None:
     """The compact JSON result: to --result-file (the Job's termination message) or stdout."""
     text = json.dumps(document, separators=(",", ":"))
-    if result_file:
-        Path(result_file).write_text(text + "\n", encoding="utf-8")
-    else:
+    if not result_file:
         print(text, flush=True)
+        return
+    try:
+        Path(result_file).write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        raise ResultFileError(
+            f"cannot write the result file {result_file}: {error.strerror or error}"
+        ) from None
+
+
+def _one_line(message: str, limit: int = 3000) -> str:
+    """An error message as one printable line (never a terminal escape sequence)."""
+    return clip(printable(" ".join(message.split())), limit)
 
 
 def _split(text: str) -> SplitPoints:
@@ -84,6 +105,10 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if args.verify and args.no_save:
         raise ValueError("--verify checks the written files; it cannot go with --no-save")
+    if args.verify:
+        from splitcore.verify import check_device
+
+        check_device(args.device)  # before the split, not after its files are written
     result = split_checkpoint(
         args.model,
         args.model_type,
@@ -108,6 +133,7 @@ def cmd_split(args: argparse.Namespace) -> int:
             source=args.model,
             file_format=args.format,
             device=args.device,
+            allow_pickle=args.allow_pickle,
         )
         print_report(verdict)
         if not verdict.ok:
@@ -128,6 +154,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         file_format=args.format,
         device=args.device,
         tolerance=args.tolerance,
+        allow_pickle=args.allow_pickle,
     )
     print_report(verdict)
     _write_result(args.result_file, verdict.to_json())
@@ -157,7 +184,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         split_model_to_model_config,
     )
 
-    document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+    document = load_yaml(Path(args.file), ConfigError)
     if not isinstance(document, dict):
         raise ConfigError(f"{args.file}: expected a YAML mapping")
     if document.get("kind") == "SplitModel":
@@ -194,7 +221,8 @@ def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
         ("saved_at", metadata.get("saved_at")),
         ("source", metadata.get("source")),
     ]
-    return "\n".join([str(path), *(f"  {key:<15} {value}" for key, value in rows)])
+    lines = [str(path), *(f"  {key:<15} {value}" for key, value in rows)]
+    return "\n".join(printable(line) for line in lines)
 
 
 def _metadata_files(target: Path) -> list[Path]:
@@ -211,7 +239,7 @@ def _metadata_files(target: Path) -> list[Path]:
         if not found:
             raise FileNotFoundError(f"no *{METADATA_SUFFIX} files under {target}")
         return found
-    if not target.exists():
+    if not os.path.lexists(target):
         raise FileNotFoundError(f"{target} does not exist")
     if target.name.endswith(METADATA_SUFFIX):
         return [target]
@@ -356,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--tolerance", type=float, default=1e-5, help="max abs diff allowed (default: 1e-5)"
     )
+    verify.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept a pickled .bin --source (loaded with weights_only=True)",
+    )
     _add_result_file(verify)
     verify.set_defaults(handler=cmd_verify)
 
@@ -408,9 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:
         reason = _classify(error)
-        print(f"error ({reason}): {error}", file=sys.stderr)
-        if getattr(args, "result_file", None):
-            _write_result(args.result_file, ErrorDocument(reason, str(error)[:3000]).to_json())
+        message = _one_line(str(error))
+        print(f"error ({reason}): {message}", file=sys.stderr, flush=True)
+        if getattr(args, "result_file", None) and not isinstance(error, ResultFileError):
+            try:
+                _write_result(args.result_file, ErrorDocument(reason, message).to_json())
+            except ResultFileError as unwritable:
+                print(f"error ({reason}): {unwritable}", file=sys.stderr)
         if reason is Reason.INTERNAL_ERROR:
             import traceback
 

@@ -18,6 +18,7 @@ from typing import Any, Self, TypeVar
 
 import yaml
 
+from splitcore.inputs import clip, load_yaml, shown
 from splitcore.points import SplitPointError, SplitPoints
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -50,13 +51,15 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
                 return _check_value(value, option, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not valid")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {shown(value)} is not valid"
+        )
     if dataclasses.is_dataclass(expected) and isinstance(expected, type):
         if isinstance(value, expected):
             return value
         if isinstance(value, Mapping):
             return from_mapping(expected, value, where)
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {shown(value)}")
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
@@ -64,25 +67,33 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
         return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or expected is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping, got {type(value).__name__} {shown(value)}"
+            )
         return dict(value)
     if expected is bool:
         if not isinstance(value, bool):
             raise ConfigError(
-                f"{where}: expected true or false, got {type(value).__name__} {value!r}"
+                f"{where}: expected true or false, got {type(value).__name__} {shown(value)}"
             )
         return value
     if expected is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}: expected an integer, got {type(value).__name__} {shown(value)}"
+            )
         return value
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}: expected a number, got {type(value).__name__} {shown(value)}"
+            )
         return float(value)
     if expected is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}: expected a string, got {type(value).__name__} {shown(value)}"
+            )
         return value
     raise ConfigError(f"{where}: unsupported type {_type_name(expected)}")  # pragma: no cover
 
@@ -97,7 +108,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     if unknown:
         raise ConfigError(
             f"{where}: unknown field{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(k) for k in unknown)}; known fields: {', '.join(known)}"
+            f"{clip(', '.join(shown(k) for k in unknown), 200)}; known fields: {', '.join(known)}"
         )
     values = {
         name: _check_value(value, hints[name], f"{where}.{name}" if where else name)
@@ -129,11 +140,7 @@ class _YamlConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:
         """Read a YAML file written by `to_yaml` (or by hand); unknown keys are errors."""
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        data = load_yaml(Path(path), ConfigError)
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -174,7 +181,7 @@ class ServerConfig(_YamlConfig):
             )
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(
-                f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+                f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {shown(self.log_level)}"
             )
         if not self.model_storage_dir:
             raise ConfigError("model_storage_dir: must not be empty")
@@ -229,7 +236,7 @@ def _resource_name(model_id: str) -> str:
     """A Kubernetes object name for a model id: lowercase letters, digits and '-'."""
     name = _DNS_LABEL.sub("-", model_id.lower()).strip("-")[:63].rstrip("-")
     if not name:
-        raise ConfigError(f"model_id {model_id!r} gives no usable resource name")
+        raise ConfigError(f"model_id {shown(model_id)} gives no usable resource name")
     return name
 
 
@@ -267,12 +274,23 @@ def model_config_to_split_model(
     }
 
 
+def _mapping(document: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any]:
+    """`document[key]`, which must be a mapping if present (absent or null: empty)."""
+    value = document.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}{key}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
 def split_model_to_model_config(manifest: Mapping[str, Any]) -> ModelConfig:
     """The `ModelConfig` a `SplitModel` manifest stands for."""
     if manifest.get("kind") != "SplitModel":
-        raise ConfigError(f"expected kind SplitModel, got {manifest.get('kind')!r}")
-    spec = manifest.get("spec") or {}
-    storage = spec.get("splitStorageConfig") or {}
+        raise ConfigError(f"expected kind SplitModel, got {shown(manifest.get('kind'))}")
+    metadata = _mapping(manifest, "metadata")
+    spec = _mapping(manifest, "spec")
+    storage = _mapping(spec, "splitStorageConfig", "spec.")
     split_storage = {
         key: storage[camel]
         for key, camel in (
@@ -283,7 +301,7 @@ def split_model_to_model_config(manifest: Mapping[str, Any]) -> ModelConfig:
     }  # fmt: skip
     return ModelConfig.from_dict(
         {
-            "model_id": spec.get("modelId") or manifest.get("metadata", {}).get("name", ""),
+            "model_id": spec.get("modelId") or metadata.get("name", ""),
             "model_path": spec.get("modelPath", ""),
             "model_type": spec.get("modelType", "auto"),
             "split_storage_config": split_storage,

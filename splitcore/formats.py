@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from splitcore.inputs import dump_json, open_regular_file, parse_json, shown
 
 
 @dataclass(frozen=True)
@@ -60,21 +62,28 @@ class FormatError(ValueError):
     """A tensor file is truncated, corrupt or not of the expected format."""
 
 
+#: Dimensions and offsets above this are no real tensor's (and overflow other readers).
+_MAX_COUNT = 2**62
+
+
+def _is_counts(values: Any) -> bool:
+    """A JSON list of non-negative integers: not floats, strings or booleans."""
+    return isinstance(values, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _MAX_COUNT for v in values
+    )
+
+
 @dataclass(frozen=True)
 class FileSpan:
-    """Where a tensor's bytes lie in an open file, so a writer can copy them in the kernel."""
+    """Where a tensor's bytes lie in an open file, so a writer reads them there (`chunks`)."""
 
     fd: int
     offset: int
-    mapping: mmap.mmap  # the file's mapping, whose pages a writer may drop once read
-    mapping_offset: int
+    path: Path  # named in the error if the file ends early
 
-    def release(self, length: int) -> None:
-        """Unmap the pages of the first `length` bytes (the page cache keeps them)."""
-        start = -(-self.mapping_offset // mmap.PAGESIZE) * mmap.PAGESIZE
-        end = (self.mapping_offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
-        if end > start:
-            self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+class SourceChangedError(OSError):
+    """A source file changed (or shrank) while it was being copied; retrying may succeed."""
 
 
 @dataclass(frozen=True)
@@ -103,25 +112,44 @@ class Sink(Protocol):
 
     position: int
 
-    def write(self, data: bytes | memoryview, span: FileSpan | None = None) -> None:
-        """Append `data`; with `span`, the same bytes are in that file (copy them there)."""
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append `data`."""
 
 
 CHUNK_BYTES = 16 * 2**20
 
 
-def chunks(tensor: TensorData) -> Iterator[tuple[memoryview, FileSpan | None]]:
-    """The tensor's bytes in 16 MiB pieces, each with its place in the source file if any."""
-    span = tensor.span
-    for start in range(0, len(tensor.data), CHUNK_BYTES):
-        piece = tensor.data[start : start + CHUNK_BYTES]
+def chunks(tensor: TensorData) -> Iterator[bytes | bytearray | memoryview]:
+    """The tensor's bytes in 16 MiB pieces.
+
+    Bytes that lie in a file are read from it now with `pread` into a buffer of their own,
+    never through its mapping: what a writer checksums and writes is then one and the same,
+    even if the file changes meanwhile, and a file truncated meanwhile is an error
+    (`SourceChangedError`), not a SIGBUS.
+    """
+    span, size = tensor.span, len(tensor.data)
+    for start in range(0, size, CHUNK_BYTES):
+        length = min(CHUNK_BYTES, size - start)
         if span is None:
-            yield piece, None
+            yield tensor.data[start : start + length]
         else:
-            yield (
-                piece,
-                FileSpan(span.fd, span.offset + start, span.mapping, span.mapping_offset + start),
+            yield read_span(span, span.offset + start, length)
+
+
+def read_span(span: FileSpan, offset: int, length: int) -> bytearray:
+    """`length` bytes at `offset` of `span`'s file; a file that ends early is an error."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        count = os.preadv(span.fd, [view[done:]], offset + done)
+        if count == 0:
+            raise SourceChangedError(
+                f"{span.path} ended {length - done} bytes early at offset {offset + done}: "
+                "it was truncated or replaced during the split"
             )
+        done += count
+    return buffer
 
 
 # ---------------------------------------------------------------------------- safetensors
@@ -132,51 +160,68 @@ class SafetensorsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
+        fd = open_regular_file(path, FormatError)
+        self._file = os.fdopen(fd, "rb")  # kept open: writers copy tensors from it
+        try:
+            identity = os.fstat(fd)
+            size = identity.st_size
+            prefix = os.pread(fd, 8, 0)
             if len(prefix) < 8:
-                raise FormatError(f"{path} is not a valid safetensors file: header too small")
+                raise self._fail("header too small")
             (header_size,) = struct.unpack("<Q", prefix)
             if header_size > min(size - 8, MAX_HEADER_BYTES):
-                raise FormatError(
-                    f"{path} is not a valid safetensors file: header length {header_size} "
-                    f"exceeds the file ({size} bytes)"
+                raise self._fail(
+                    f"header length {header_size} exceeds the file ({size} bytes) "
+                    f"or {MAX_HEADER_BYTES} bytes"
                 )
-            try:
-                header = json.loads(handle.read(header_size))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise FormatError(f"{path} is not a valid safetensors file: {error}") from None
-        self._file = path.open("rb")  # kept open: writers copy tensors from it in the kernel
-        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
-        self.data_start = 8 + header_size
-        self.metadata, self.entries = self._validate(header, size - self.data_start)
+            header = parse_json(os.pread(fd, header_size, 8), "its header", self._fail)
+            self.data_start = 8 + header_size
+            self.metadata, self.entries = self._validate(header, size - self.data_start)
+            self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        except BaseException:
+            self._file.close()
+            raise
+        self._identity = (identity.st_size, identity.st_mtime_ns)
+
+    def _fail(self, reason: str) -> FormatError:
+        return FormatError(f"{self.path} is not a valid safetensors file: {reason}")
+
+    def check_unchanged(self) -> None:
+        """Raise `SourceChangedError` if the file was written to since it was opened."""
+        now = os.fstat(self._file.fileno())
+        if (now.st_size, now.st_mtime_ns) != self._identity:
+            raise SourceChangedError(
+                f"{self.path} changed while it was being split (size or modification time); "
+                "nothing may write the checkpoint during a split"
+            )
 
     def _validate(
         self, header: Any, data_size: int
     ) -> tuple[dict[str, str], dict[str, tuple[DType, tuple[int, ...], int, int]]]:
-        def fail(reason: str) -> FormatError:
-            return FormatError(f"{self.path} is not a valid safetensors file: {reason}")
-
+        fail = self._fail
         if not isinstance(header, dict):
             raise fail("the header is not a JSON object")
-        metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict):
-            raise fail("__metadata__ is not an object")
+        metadata = header.pop("__metadata__", {})
+        if not isinstance(metadata, dict) or not all(
+            isinstance(value, str) for value in metadata.values()
+        ):
+            raise fail("__metadata__ is not an object of strings")
         entries = {}
         spans = []
         for name, entry in header.items():
-            try:
-                dtype = DTYPES_BY_CODE[entry["dtype"]]
-                shape = tuple(int(d) for d in entry["shape"])
-                begin, end = (int(o) for o in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError):
-                raise fail(f"bad entry for {name!r}: {entry!r}") from None
+            code = entry.get("dtype") if isinstance(entry, dict) else None
+            if not isinstance(code, str) or code not in DTYPES_BY_CODE:
+                raise fail(f"bad entry for {shown(name)}: {shown(entry)}")
+            dtype = DTYPES_BY_CODE[code]
+            shape, offsets = entry.get("shape"), entry.get("data_offsets")
+            if not (_is_counts(shape) and _is_counts(offsets) and len(offsets) == 2):
+                raise fail(f"bad entry for {shown(name)}: {shown(entry)}")
+            shape, (begin, end) = tuple(shape), offsets
             numel = 1
             for dim in shape:
                 numel *= dim
-            if min(shape, default=0) < 0 or end - begin != numel * dtype.itemsize or begin < 0:
-                raise fail(f"{name!r}: offsets {begin}-{end} do not fit shape {list(shape)}")
+            if end - begin != numel * dtype.itemsize:
+                raise fail(f"{shown(name)}: offsets {begin}-{end} do not fit shape {list(shape)}")
             entries[name] = (dtype, shape, begin, end)
             spans.append((begin, end))
         position = 0
@@ -206,9 +251,7 @@ class SafetensorsFile:
         dtype, shape, begin, end = self.entries[name]
         start = self.data_start + begin
         view = memoryview(self._mmap)[start : self.data_start + end]
-        return TensorData(
-            dtype.name, shape, view, FileSpan(self._file.fileno(), start, self._mmap, start)
-        )
+        return TensorData(dtype.name, shape, view, FileSpan(self._file.fileno(), start, self.path))
 
 
 TensorWritten = Callable[[str, int], None]
@@ -229,12 +272,17 @@ def write_safetensors(
             "data_offsets": [offset, offset + tensor.nbytes],
         }
         offset += tensor.nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded = dump_json(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
+    if len(encoded) > MAX_HEADER_BYTES:  # no reader, ours included, would accept the file
+        raise FormatError(
+            f"the safetensors header would be {len(encoded)} bytes, more than the "
+            f"{MAX_HEADER_BYTES} a reader accepts (is config.json that large?)"
+        )
     sink.write(struct.pack("<Q", len(encoded)) + encoded)
     for name, tensor in tensors.items():
-        for piece, span in chunks(tensor):
-            sink.write(piece, span)
+        for piece in chunks(tensor):
+            sink.write(piece)
         if on_tensor is not None:
             on_tensor(name, tensor.nbytes)
 
@@ -369,9 +417,9 @@ class ZipWriter:
             + extra
         )
         crc = 0
-        for piece, span in chunks(tensor):
+        for piece in chunks(tensor):
             crc = zlib.crc32(piece, crc)
-            self.sink.write(piece, span)
+            self.sink.write(piece)
         descriptor = "<IIQQ" if zip64 else "<IIII"
         self.sink.write(struct.pack(descriptor, 0x08074B50, crc, size, size))
         self.entries.append(_ZipEntry(encoded, crc, size, offset))

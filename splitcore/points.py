@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Self
 
+from splitcore.inputs import shown
+
 #: The canonical spelling, as the CRD's pattern admits it.
-CANONICAL_PATTERN = r"^[1-9][0-9]*-[1-9][0-9]*$"
+CANONICAL_PATTERN = "^(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})$"  # "0-5": the CRD's CEL refuses
 _LENIENT = re.compile(r"([0-9]{1,9})-([0-9]{1,9})")
 
 
@@ -22,17 +24,11 @@ class SplitPointError(ValueError):
     """The split points do not cut the model into three non-empty parts."""
 
 
-def _shown(value: Any) -> str:
-    """A value for an error message, never longer than a line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def check_integers(*points: Any) -> None:
     """Split points are plain integers: not bools, floats or strings."""
     for value in points:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SplitPointError(f"split points must be integers; got {_shown(value)}")
+            raise SplitPointError(f"split points must be integers; got {shown(value)}")
 
 
 @dataclass(frozen=True, order=True)
@@ -59,7 +55,7 @@ class SplitPoints:
         if match is None:
             raise SplitPointError(
                 "split_config must look like '<split_point_1>-<split_point_2>', e.g. '2-10'; "
-                f"got {_shown(text)}"
+                f"got {shown(text)}"
             )
         return cls(int(match.group(1)), int(match.group(2)))
 
@@ -83,8 +79,3 @@ class SplitPoints:
         """Half-open layer ranges of bottom, trunk and top."""
         bounds = (0, self.first, self.second, num_layers)
         return tuple((bounds[i], bounds[i + 1]) for i in range(3))
-
-
-def canonical_split(text: Any) -> str:
-    """The one spelling of a split given in any accepted spelling."""
-    return str(SplitPoints.parse(text))

@@ -52,6 +52,11 @@ class Reason(StrEnum):
     STORAGE_NOT_WRITABLE = "StorageNotWritable"
     VERIFICATION_FAILED = "VerificationFailed"
     HUB_DOWNLOAD_FAILED = "HubDownloadFailed"
+    SOURCE_UNAUTHORIZED = "SourceUnauthorized"
+    SOURCE_UNAVAILABLE = "SourceUnavailable"
+    SOURCE_DIGEST_MISMATCH = "SourceDigestMismatch"
+    OUTPUT_LOCKED = "OutputLocked"
+    SOURCE_CHANGED = "SourceChanged"
     INTERNAL_ERROR = "InternalError"
     # Read from the Job and its pods.
     OOM_KILLED = "OOMKilled"
@@ -112,6 +117,36 @@ REASON_DOCS: dict[Reason, ReasonDoc] = {
     ),
     Reason.HUB_DOWNLOAD_FAILED: ReasonDoc(
         _J, "check the hub's reachability; the Job is retried up to its backoffLimit", _FAILURE
+    ),
+    Reason.SOURCE_UNAUTHORIZED: ReasonDoc(
+        _J,
+        "check the token or keys in the Secret spec.source names and their access to the "
+        "repository or bucket",
+        _INVALID,
+    ),
+    Reason.SOURCE_UNAVAILABLE: ReasonDoc(
+        _J,
+        "check that the hub or S3 endpoint is reachable from the cluster; the Job is retried "
+        "up to its backoffLimit and resumes the download",
+        _FAILURE,
+    ),
+    Reason.SOURCE_DIGEST_MISMATCH: ReasonDoc(
+        _J,
+        "a downloaded file differs from the source's digest: the Job is retried and downloads "
+        "it again; report it to the source's owner if it persists",
+        _FAILURE,
+    ),
+    Reason.OUTPUT_LOCKED: ReasonDoc(
+        _J,
+        "another split writes the same files right now: the Job is retried up to its "
+        "backoffLimit; stop the other writer if it should not run",
+        _FAILURE,
+    ),
+    Reason.SOURCE_CHANGED: ReasonDoc(
+        _J,
+        "something wrote or truncated the checkpoint during the split: stop it; the Job is "
+        "retried and nothing of the failed component was kept",
+        _FAILURE,
     ),
     Reason.INTERNAL_ERROR: ReasonDoc(
         _J, "a bug or a node problem: the Job is retried; report it if it persists", _FAILURE

@@ -13,8 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from splitcore.atomic import StagedFile
-from splitcore.plan import prepare_split
+from splitcore.atomic import StagedFile, output_lock
+from splitcore.plan import PreparedSplit, prepare_split
 from splitcore.progress import Progress
 from splitcore.result import ComponentResult, SplitResult
 from splitcore.storage import (
@@ -24,6 +24,7 @@ from splitcore.storage import (
     TensorSummary,
     build_metadata,
     commit_component,
+    output_lock_name,
     remove_stale_temp_files,
     stage_component,
 )
@@ -75,10 +76,39 @@ def split_checkpoint(
         model_name=model_name, file_format=file_format, allow_pickle=allow_pickle,
         storage_path=storage_path if save else None,
     )  # fmt: skip
+    name, plan = prepared.model_name, prepared.plan
+    if not save:
+        components = _write_components(prepared, str(model_name_or_path), None, file_format)
+    else:
+        with output_lock(Path(storage_path), output_lock_name(name, plan.split_config)):
+            remove_stale_temp_files(storage_path, name, plan.split_config)
+            report = SaveReport(storage_path, out)
+            components = _write_components(
+                prepared, str(model_name_or_path), (Path(storage_path), report, progress),
+                file_format,
+            )  # fmt: skip
+            report.done()
+    return SplitResult(
+        model_name=name,
+        model_type=plan.model_type,
+        split_config=plan.split_config,
+        storage_path=str(storage_path),
+        format=file_format,
+        saved=save,
+        num_layers=plan.num_layers,
+        components=components,
+    )
+
+
+def _write_components(
+    prepared: PreparedSplit,
+    source: str,
+    target: tuple[Path, SaveReport, Progress | None] | None,
+    file_format: str,
+) -> tuple[ComponentResult, ...]:
+    """Stream each component to its file (`target`: storage, report, progress), or only
+    describe it (`target` None)."""
     name, plan, checkpoint = prepared.model_name, prepared.plan, prepared.plan.checkpoint
-    if save:
-        remove_stale_temp_files(storage_path, name, plan.split_config)
-        report = SaveReport(storage_path, out)
     results: list[ComponentResult] = []
     # Commits (fsync, rename, metadata) run in order on a second thread while the next
     # component is being written: the disk flushes one file as the next one streams.
@@ -90,37 +120,45 @@ def split_checkpoint(
                 if failed.is_set():
                     break  # a commit failed: its error is raised below
                 names = plan.tensors[component]
-                source_tensors = checkpoint.read(set(names.values()))
-                tensors = {canonical: source_tensors[source] for canonical, source in names.items()}
+                read = checkpoint.read(set(names.values()))
+                tensors = {
+                    canonical: read[name_in_source] for canonical, name_in_source in names.items()
+                }
                 start, end = plan.layer_range(component)
+                summary = TensorSummary.of(tensors)
                 metadata = build_metadata(
                     model_class=plan.adapter.class_name(component),
                     component=component,
                     start_layer=start,
                     end_layer=end,
-                    summary=TensorSummary.of(tensors),
+                    summary=summary,
                     config=plan.config,
                     model_type=plan.model_type,
                     split_config=plan.split_config,
-                    source=str(model_name_or_path),
+                    source=source,
                     file_format=file_format,
                 )
-                if not save:
+                if target is None:
                     results.append(ComponentResult.from_metadata(metadata, None, None))
                     continue
+                storage, report, progress = target
                 path = StorageManager.get_split_model_path(
-                    storage_path, name, component, plan.split_config, file_format
+                    storage, name, component, plan.split_config, file_format
                 )
-                summary = TensorSummary.of(tensors)
                 if progress is not None:
                     progress.component(component, len(tensors), summary.memory_bytes)
                 staged = stage_component(
                     tensors, path, metadata, progress.tensor if progress else None
                 )
+                try:
+                    checkpoint.check_unchanged()  # the bytes written are all of one version
+                except BaseException:
+                    staged.abort()
+                    raise
                 if progress is not None:
                     progress.component_done()
                 pending.append(committer.submit(_commit, staged, path, metadata, report, failed))
-                del source_tensors, tensors
+                del read, tensors
         except BaseException:
             failed.set()
             for future in pending:  # let queued commits abort; the first error is ours
@@ -128,15 +166,4 @@ def split_checkpoint(
                     future.result()
             raise
         results += [future.result() for future in pending]
-    if save:
-        report.done()
-    return SplitResult(
-        model_name=name,
-        model_type=plan.model_type,
-        split_config=plan.split_config,
-        storage_path=str(storage_path),
-        format=file_format,
-        saved=save,
-        num_layers=plan.num_layers,
-        components=tuple(results),
-    )
+    return tuple(results)

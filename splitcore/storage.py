@@ -7,7 +7,7 @@ bytes themselves go through `weights` (tensors) and `atomic` (durable, all-or-no
 
 from __future__ import annotations
 
-import json
+import glob
 import os
 import re
 from collections.abc import Mapping
@@ -16,8 +16,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from splitcore.atomic import StagedFile, StorageError, write_json
+from splitcore.atomic import (
+    StagedFile,
+    StorageError,
+    output_lock,
+    remove_abandoned,
+    temp_prefix,
+    write_json,
+)
 from splitcore.formats import TensorData, TensorWritten
+from splitcore.inputs import (
+    MAX_JSON_BYTES,
+    InputError,
+    dump_json,
+    load_json,
+    open_regular_file,
+    refusal,
+    shown,
+)
 from splitcore.points import SplitPoints
 from splitcore.weights import FORMATS, as_tensor_data, check_format, stage_weights
 
@@ -28,9 +44,10 @@ Component = Literal["bottom", "trunk", "top"]
 COMPONENTS: tuple[Component, ...] = ("bottom", "trunk", "top")
 FORMAT_VERSION = 1
 METADATA_SUFFIX = "_metadata.json"
+NAME_MAX = 255  # the longest file name most filesystems take
 RULE = "=" * 60
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
 
 
 def validate_model_name(name: str) -> str:
@@ -39,10 +56,10 @@ def validate_model_name(name: str) -> str:
     A model name becomes part of a path on a shared volume: it may not contain a path
     separator, start with a dot or contain `..`, so it can never escape the storage folder.
     """
-    if not name or not _SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise ValueError(
-            f"model name {name!r} is not a safe file name: use letters, digits, '.', '_', '+' "
-            "and '-', without '/', '..' or a leading '.'"
+            f"model name {shown(name)} is not a safe file name: use letters, digits, '.', "
+            "'_', '+' and '-', without '/', '..' or a leading '.'"
         )
     return name
 
@@ -56,14 +73,16 @@ def model_name_from_path(model_name_or_path: str | Path) -> str:
 
 def resolve_model_name(model_name: str | None, model_name_or_path: str | Path) -> str:
     """An explicit model name if given (validated), else the guide's rule on the path."""
-    return (
-        validate_model_name(model_name) if model_name else model_name_from_path(model_name_or_path)
-    )
+    if model_name is not None:
+        return validate_model_name(model_name)
+    return model_name_from_path(model_name_or_path)
 
 
 def validate_component(component: str) -> Component:
     if component not in COMPONENTS:
-        raise ValueError(f"component must be one of {', '.join(COMPONENTS)}; got {component!r}")
+        raise ValueError(
+            f"component must be one of {', '.join(COMPONENTS)}; got {shown(component)}"
+        )
     return component
 
 
@@ -84,7 +103,14 @@ class StorageManager:
         validate_component(component)
         split = SplitPoints.parse(split_config)
         check_format(file_format)
-        return Path(base_path) / component / f"{model_name}_{split}_{component}.{file_format}"
+        stem = f"{model_name}_{split}_{component}"
+        longest = max(len(f"{stem}.{file_format}"), len(stem + METADATA_SUFFIX))
+        if longest > NAME_MAX:
+            raise ValueError(
+                f"model name {shown(model_name)} is too long: its file names would have "
+                f"{longest} characters, more than the {NAME_MAX} a file name may have"
+            )
+        return Path(base_path) / component / f"{stem}.{file_format}"
 
     @staticmethod
     def create_storage_directories(base_path: str | Path) -> dict[str, Path]:
@@ -161,7 +187,7 @@ _UNSTABLE_KEYS = ("saved_at", "sha256")
 def header_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
     """The metadata a safetensors header carries: string values, nothing time-dependent."""
     return {
-        key: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        key: value if isinstance(value, str) else dump_json(value, separators=(",", ":"))
         for key, value in metadata.items()
         if key not in _UNSTABLE_KEYS
     }
@@ -206,13 +232,18 @@ def commit_component(
 def remove_components(
     storage_path: str | Path, model_name: str, split_config: str, file_format: str = "pt"
 ) -> list[Path]:
-    """Remove exactly the files of one split (weights and metadata); return those removed."""
+    """Remove exactly the files of one split (weights and metadata); return those removed.
+
+    It holds the split's output lock meanwhile: a split still writing these files makes it
+    fail with `OutputLockedError` (retried) rather than see them reappear after it.
+    """
+    paths = output_paths(storage_path, model_name, split_config, file_format)
+    if not Path(storage_path).is_dir():
+        return []
+    split = str(SplitPoints.parse(split_config))
     removed = []
-    for component in COMPONENTS:
-        weights = StorageManager.get_split_model_path(
-            storage_path, model_name, component, split_config, file_format
-        )
-        for path in (weights, StorageManager.get_model_metadata_path(weights)):
+    with output_lock(Path(storage_path), output_lock_name(model_name, split)):
+        for path in paths:
             if path.is_file():
                 path.unlink()
                 removed.append(path)
@@ -231,16 +262,42 @@ def check_storage_writable(storage_path: str | Path) -> None:
             raise StorageError(f"storage path {base / component} is not writable")
 
 
+def output_paths(
+    storage_path: str | Path, model_name: str, split_config: str, file_format: str
+) -> list[Path]:
+    """The six files of one split: each component's weights, then its metadata."""
+    weights = [
+        StorageManager.get_split_model_path(
+            storage_path, model_name, component, split_config, file_format
+        )
+        for component in COMPONENTS
+    ]
+    return [path for w in weights for path in (w, StorageManager.get_model_metadata_path(w))]
+
+
+def check_outputs_replaceable(paths: list[Path]) -> None:
+    """No final path is a folder, which a finished component could not replace (the rename
+    would fail after all the work); anything else there is replaced atomically."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise StorageError(f"{path} exists and is a directory; remove it first")
+
+
+def output_lock_name(model_name: str, split_config: str) -> str:
+    """What `atomic.output_lock` locks for one split: `{model}_{split}`."""
+    return f"{model_name}_{split_config}"
+
+
 def remove_stale_temp_files(storage_path: str | Path, model_name: str, split_config: str) -> None:
-    """Remove temp files a killed writer of these very components left behind (never others)."""
-    for component in COMPONENTS:
-        for file_format in FORMATS:
-            final = StorageManager.get_split_model_path(
-                storage_path, model_name, component, split_config, file_format
-            )
-            for name in (final.name, StorageManager.get_model_metadata_path(final).name):
-                for stale in final.parent.glob(f".{name}.*.tmp"):
-                    stale.unlink(missing_ok=True)
+    """Remove temp files of these very components whose writer is gone (never others).
+
+    A temp file's writer holds a lock on it for as long as it lives, so a concurrent
+    writer's file is never taken for a dead one's.
+    """
+    for file_format in FORMATS:
+        for final in output_paths(storage_path, model_name, split_config, file_format):
+            for stale in final.parent.glob(f"{glob.escape(temp_prefix(final.name))}*.tmp"):
+                remove_abandoned(stale)
 
 
 class SaveReport:
@@ -263,27 +320,75 @@ class SaveReport:
         self._print(RULE)
 
 
+#: Keys every metadata file has, with the types a reader may rely on.
+_INTEGER_KEYS = ("start_layer", "end_layer", "num_layers", "num_parameters")
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "memory_bytes": (int,),
+    "memory_mb": (int, float),
+    "format_version": (int,),
+    "model_class": (str,),
+    "saved_at": (str,),
+    "dtype": (str,),
+    "source": (str,),
+    "format": (str,),
+}
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read a metadata file, given it or the weight file it describes."""
+    """Read a metadata file, given it or the weight file it describes; every key a reader
+    uses is checked for its type, so no consumer trips over a `null` or a missing field."""
     path = Path(path)
     if not path.name.endswith(METADATA_SUFFIX):
         path = StorageManager.get_model_metadata_path(path)
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or "component" not in document:
-        raise ValueError(f"{path} is not a split-model metadata file")
+    document = load_json(path, InputError, MAX_JSON_BYTES)
+
+    def fail(problem: str) -> InputError:
+        return InputError(f"{path} is not a split-model metadata file: {problem}")
+
+    if not isinstance(document, dict):
+        raise fail("not a JSON object")
+    if document.get("component") not in COMPONENTS:
+        raise fail(f"component is {shown(document.get('component'))}")
+    for key in _INTEGER_KEYS:
+        value = document.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail(f"{key} is {shown(value)}, not a non-negative integer")
+    if not isinstance(document.get("config"), dict):
+        raise fail("config is missing or not an object")
+    for key in ("model_type", "split_config"):
+        if not isinstance(document.get(key), str):
+            raise fail(f"{key} is {shown(document.get(key))}, not a string")
+    try:
+        SplitPoints.parse(document["split_config"])
+    except ValueError:
+        raise fail(f"split_config is {shown(document['split_config'])}") from None
+    if not isinstance(document.get("sha256"), str | None):
+        raise fail(f"sha256 is {shown(document.get('sha256'))}, not a string")
+    for key, types in _OPTIONAL_TYPES.items():
+        value = document.get(key)
+        if key in document and (isinstance(value, bool) or not isinstance(value, types)):
+            raise fail(f"{key} is {shown(value)}")
     return document
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a component file written by `write_weights`, never unpickling arbitrary objects."""
+    """Load a component file written by `write_weights`, never unpickling arbitrary objects;
+    a file that is not one raises `InputError` naming it."""
     import torch
 
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    os.close(open_regular_file(path))  # never block on a FIFO
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return dict(load_file(path))
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path} does not hold a state_dict")
+            loaded: Any = dict(load_file(path))
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(f"{path} cannot be loaded as a component file: {refusal(error)}") from None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(tensor, torch.Tensor) for tensor in loaded.values()
+    ):
+        raise InputError(f"{path} does not hold a state_dict of tensors")
     return loaded

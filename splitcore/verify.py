@@ -17,6 +17,7 @@ from typing import IO, Any
 import torch
 
 from splitcore.atomic import sha256_file
+from splitcore.inputs import InputError, shown
 from splitcore.points import SplitPoints
 from splitcore.result import camel_document
 from splitcore.storage import (
@@ -73,19 +74,26 @@ def _check_files(
         check = ComponentCheck(component, str(path))
         checks.append(check)
         metadata_path = StorageManager.get_model_metadata_path(path)
-        if not path.is_file() or not metadata_path.is_file():
-            missing = path if not path.is_file() else metadata_path
-            check.problems.append(f"{missing} is missing")
+        try:
+            document = read_metadata(metadata_path)
+            check.sha256 = sha256_file(path)
+        except FileNotFoundError as missing:
+            check.problems.append(f"{missing.filename} is missing")
             continue
-        document = read_metadata(metadata_path)
-        check.sha256 = sha256_file(path)
+        except InputError as error:
+            check.problems.append(str(error))
+            continue
         check.sha256_ok = check.sha256 == document.get("sha256")
         if not check.sha256_ok:
             check.problems.append(
                 f"sha256 {check.sha256} differs from the metadata's {document.get('sha256')}"
             )
             continue
-        tensors = load_weights(path)
+        try:
+            tensors = load_weights(path)
+        except InputError as error:
+            check.problems.append(str(error))
+            continue
         summary = TensorSummary.of(tensors)
         for key, actual in (
             ("component", component),
@@ -94,7 +102,9 @@ def _check_files(
             ("memory_bytes", summary.memory_bytes),
         ):
             if document.get(key) != actual:
-                check.problems.append(f"metadata {key}={document.get(key)!r}, file has {actual!r}")
+                check.problems.append(
+                    f"metadata {key}={shown(document.get(key))}, file has {actual!r}"
+                )
         metadata[component], weights[component] = document, tensors
     return checks, metadata, weights
 
@@ -114,6 +124,50 @@ def _check_consistency(metadata: Mapping[Component, Mapping[str, Any]]) -> list[
     return problems
 
 
+def _check_structure(
+    metadata: Mapping[Component, Mapping[str, Any]],
+    weights: Mapping[Component, Mapping[str, torch.Tensor]],
+) -> list[str]:
+    """The chain's tensors against the config its metadata carry: the very check a split
+    makes of its checkpoint (`plan.check_structure`), so `verify` without `--source` refuses
+    what the library and the streaming split refuse."""
+    from splitcore.models import get_adapter
+    from splitcore.plan import check_structure
+
+    top = metadata["top"]
+    shapes = {
+        name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+        for tensors in weights.values()
+        for name, tensor in tensors.items()
+    }
+    try:
+        adapter = get_adapter(top["model_type"], top["config"])
+        check_structure(adapter, top["config"], top["end_layer"], shapes)
+    except ValueError as error:  # CheckpointError, UnsupportedModelError
+        return [f"the components do not match their config: {error}"]
+    return []
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work (and not with torch's
+    raw error from deep inside the probe)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(
+            f"device {shown(device)} is not a torch device (cpu, cuda:0, ...)"
+        ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise InputError(
+                f"device {shown(device)} is not available: this machine has {count} CUDA "
+                "device(s); use --device cpu"
+            )
+    elif parsed.type != "cpu":
+        raise InputError(f"device {shown(device)} is not supported; use cpu or cuda[:N]")
+
+
 def _as_tensors(output: Any) -> list[torch.Tensor]:
     """Comparable tensors of an output: logits for LMs, hidden and pooled states for encoders."""
     if isinstance(output, torch.Tensor):
@@ -129,6 +183,7 @@ def probe_chain(
     metadata: Mapping[Component, Mapping[str, Any]],
     weights: Mapping[Component, Mapping[str, torch.Tensor]],
     device: str = "cpu",
+    allow_pickle: bool = False,
 ) -> float:
     """Run a fixed probe through the saved chain and the full source model; max abs diff."""
     import transformers
@@ -139,8 +194,8 @@ def probe_chain(
     from splitcore.models.base import SplitContext
 
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    directory = resolve_checkpoint_dir(source)
-    checkpoint = Checkpoint.open(directory)
+    directory = resolve_checkpoint_dir(source, allow_pickle)
+    checkpoint = Checkpoint.open(directory, allow_pickle)
     adapter = get_adapter(metadata["bottom"]["model_type"], checkpoint.config)
     config = hf_config(checkpoint.config, "eager")
     available = {name for tensors in weights.values() for name in tensors}
@@ -190,15 +245,23 @@ def verify_split(
     file_format: str = "pt",
     device: str = "cpu",
     tolerance: float = DEFAULT_TOLERANCE,
+    allow_pickle: bool = False,
 ) -> VerifyResult:
-    """Check the three saved components of `model_name` / `split_config`; see the module doc."""
+    """Check the three saved components of `model_name` / `split_config`; see the module doc.
+
+    `allow_pickle` opts in to a pickled `.bin` source, as it does for the split itself.
+    """
     validate_model_name(model_name)
+    if source is not None:
+        check_device(device)
     split_config = str(SplitPoints.parse(split_config))
     checks, metadata, weights = _check_files(
         Path(storage_path), model_name, split_config, file_format
     )
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
     problems += _check_consistency(metadata)
+    if not problems:
+        problems += _check_structure(metadata, weights)
     result = VerifyResult(
         ok=False,
         model_name=model_name,
@@ -210,7 +273,7 @@ def verify_split(
         problems=problems,
     )
     if source is not None and not problems:
-        difference = probe_chain(source, metadata, weights, device)
+        difference = probe_chain(source, metadata, weights, device, allow_pickle)
         result.max_abs_diff = f"{difference:.3g}"
         if not difference <= tolerance:
             problems.append(

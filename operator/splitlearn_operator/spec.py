@@ -25,6 +25,7 @@ from splitlearn_operator.config import SOURCE_MOUNT, OperatorConfig
 DELETION_POLICIES = ("Retain", "Delete")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
 # Mount points the Job's pod already uses, and system folders: never the storage folder.
 _RESERVED_MOUNTS = (
@@ -64,17 +65,48 @@ class StorageClaim:
 
 
 @dataclass(frozen=True)
+class SecretKey:
+    """One key of a Secret, handed to the Job only as an env var (`secretKeyRef`)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face hub repository (or a mirror of the hub's API)."""
+
+    repo_id: str
+    revision: str | None = None
+    endpoint: str | None = None
+    token: SecretKey | None = None
+
+
+@dataclass(frozen=True)
+class S3Source:
+    """An S3-compatible prefix; `credentials` names a Secret with the AWS_* keys."""
+
+    uri: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    credentials: str | None = None
+
+
+@dataclass(frozen=True)
 class ResolvedSpec:
     """What a Job needs, with every default applied. Its hash names the Job."""
 
     model_id: str
-    model_path: str  # inside the Job's container (under /source) or a hub id
+    model_path: str  # under /source for a claim; a folder inside the repository or prefix
     model_type: str
     split_config: str  # canonical: str(SplitPoints)
     storage_path: str
     auto_save: bool
     storage: StorageClaim | None  # None when nothing is saved (autoSave false)
     source_claim: str | None
+    hub: HubSource | None
+    s3: S3Source | None
+    cache_claim: str | None  # the download cache of a hub or s3 source, if not the storage claim
     device: str
     file_format: str
     verify: bool
@@ -103,10 +135,10 @@ class ResolvedSpec:
         return paths
 
 
-def _mapping(spec: Any, key: str) -> dict[str, Any]:
+def _mapping(spec: Any, key: str, where: str | None = None) -> dict[str, Any]:
     value = spec.get(key) or {}
     if not isinstance(value, dict):
-        raise SpecError(Reason.INVALID_SPEC, f"spec.{key} must be an object")
+        raise SpecError(Reason.INVALID_SPEC, f"{where or 'spec.' + key} must be an object")
     return value
 
 
@@ -173,6 +205,42 @@ def _storage_claim(spec: dict[str, Any], name: str) -> StorageClaim:
     )
 
 
+def _hub_source(source: dict[str, Any]) -> HubSource | None:
+    hub = _mapping(source, "hub", "spec.source.hub")
+    if not hub:
+        return None
+    repo_id = str(hub.get("repoId") or "")
+    if not HUB_ID.match(repo_id) or ".." in repo_id:
+        raise SpecError(
+            Reason.INVALID_SPEC, f"spec.source.hub.repoId {repo_id!r} is not organisation/name"
+        )
+    token = _mapping(hub, "tokenSecretRef", "spec.source.hub.tokenSecretRef")
+    return HubSource(
+        repo_id=repo_id,
+        revision=hub.get("revision") or None,
+        endpoint=hub.get("endpoint") or None,
+        token=SecretKey(str(token["name"]), str(token["key"])) if token else None,
+    )
+
+
+def _s3_source(source: dict[str, Any]) -> S3Source | None:
+    s3 = _mapping(source, "s3", "spec.source.s3")
+    if not s3:
+        return None
+    uri = str(s3.get("uri") or "")
+    if not _S3_URI.match(uri) or ".." in uri.split("/"):
+        raise SpecError(
+            Reason.INVALID_SPEC, f"spec.source.s3.uri {uri!r} is not s3://bucket/prefix"
+        )
+    credentials = _mapping(s3, "credentialsSecretRef", "spec.source.s3.credentialsSecretRef")
+    return S3Source(
+        uri=uri,
+        endpoint_url=s3.get("endpointURL") or None,
+        region=s3.get("region") or None,
+        credentials=str(credentials["name"]) if credentials else None,
+    )
+
+
 def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
     """Validate a SplitModel's spec and apply the operator's defaults; raise `SpecError`."""
     metadata = body.get("metadata", {})
@@ -206,16 +274,25 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
     )
 
     source = _mapping(spec, "source")
+    if sum(bool(source.get(kind)) for kind in ("claimName", "hub", "s3")) > 1:
+        raise SpecError(Reason.INVALID_SPEC, "spec.source holds exactly one of claimName, hub, s3")
     source_claim = source.get("claimName") or None
+    hub, s3 = _hub_source(source), _s3_source(source)
     model_path = str(spec.get("modelPath") or "")
     if source_claim:
         model_path = f"{SOURCE_MOUNT}/{_inside_volume(model_path, 'spec.modelPath')}"
-    elif not HUB_ID.match(model_path) or ".." in model_path:
-        raise SpecError(
-            Reason.INVALID_PATH,
-            f"spec.modelPath {model_path!r} is not a hub id (organisation/name); to read a "
-            "checkpoint from a volume, set spec.source.claimName and a path inside it",
-        )
+    elif hub is None and s3 is None:  # a bare hub id, as before spec.source.hub existed
+        if not HUB_ID.match(model_path) or ".." in model_path:
+            raise SpecError(
+                Reason.INVALID_PATH,
+                f"spec.modelPath {model_path!r} is not a hub id (organisation/name); to read a "
+                "checkpoint from a volume, set spec.source.claimName and a path inside it",
+            )
+        hub, model_path = HubSource(repo_id=model_path), ""
+    elif model_path:
+        model_path = _inside_volume(model_path, "spec.modelPath")
+    if (hub or s3) and not auto_save and source.get("cacheClaimName"):
+        raise SpecError(Reason.INVALID_SPEC, "spec.source.cacheClaimName needs autoSave")
 
     file_format = spec.get("format", "pt")
     if file_format not in FORMATS:
@@ -241,6 +318,9 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
         auto_save=bool(auto_save),
         storage=_storage_claim(spec, name) if auto_save else None,
         source_claim=source_claim,
+        hub=hub,
+        s3=s3,
+        cache_claim=source.get("cacheClaimName") or None,
         device=device,
         file_format=str(file_format),
         verify=verify,

@@ -6,7 +6,7 @@ import pytest
 
 from splitcore.config import ServerConfig
 from splitlearn_operator.config import OperatorConfig
-from splitlearn_operator.spec import SpecError, StorageClaim, resolve_spec
+from splitlearn_operator.spec import HubSource, SpecError, StorageClaim, resolve_spec
 
 
 def test_resolves_paths_names_and_defaults(body, config):
@@ -64,7 +64,9 @@ def test_a_hub_id_needs_no_source(body, config):
     del body["spec"]["source"]
     body["spec"]["modelPath"] = "openai-community/gpt2"
     spec = resolve_spec(body, config)
-    assert (spec.model_path, spec.source_claim) == ("openai-community/gpt2", None)
+    assert (spec.model_path, spec.source_claim, spec.hub, spec.s3) == (
+        "", None, HubSource("openai-community/gpt2"), None
+    )
 
 
 @pytest.mark.parametrize(

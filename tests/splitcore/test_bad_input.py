@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +70,46 @@ def _broken_config(directory: Path) -> None:
     (directory / "config.json").write_text("{not json")
 
 
+def _config(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(directory: Path) -> None:
+        config = json.loads((directory / "config.json").read_text())
+        change(config)
+        (directory / "config.json").write_text(json.dumps(config))
+
+    return damage
+
+
+def _config_text(text: str) -> Callable[[Path], None]:
+    def damage(directory: Path) -> None:
+        (directory / "config.json").write_text(text)
+
+    return damage
+
+
+def _rename_layer_3_to_03(directory: Path) -> None:
+    def change(tensors):
+        for key in [k for k in tensors if k.startswith("transformer.h.3.")]:
+            tensors[key.replace(".h.3.", ".h.03.")] = tensors.pop(key)
+
+    _rewrite(directory, change)
+
+
+def _float_offsets(directory: Path) -> None:
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = data[8 : 8 + size].replace(b'"data_offsets":[0,', b'"data_offsets":[0.0,', 1)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + size :])
+
+
+def _index_with(weight_map: object) -> Callable[[Path], None]:
+    def damage(directory: Path) -> None:
+        index = {"metadata": {}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    return damage
+
+
 CASES = {
     "truncated": (_truncate, "not a valid safetensors file"),
     "corrupt-header": (_corrupt_header, "not a valid safetensors file"),
@@ -78,6 +119,30 @@ CASES = {
     "wrong-vocabulary": (_wrong_vocabulary, "but config.json says vocab_size=100"),
     "missing-shard": (_missing_shard, "names a missing shard"),
     "broken-config": (_broken_config, "is not valid JSON"),
+    # Layers that agree with each other but not with the config (the library refused these
+    # only when building modules; the streaming split wrote them).
+    "wider-mlp-in-config": (
+        _config(lambda c: c.update(n_inner=256)),
+        "'transformer.h.0.mlp.c_fc.bias' has shape [128], but config.json describes no size 128",
+    ),
+    "heads-not-dividing": (
+        _config(lambda c: c.update(n_head=5)),
+        "hidden size 32 with 5 attention heads",
+    ),
+    "billion-layers": (
+        _config(lambda c: c.update(n_layer=10**9)),
+        "no tensors for layer 12 (its config says 1000000000 layers)",
+    ),
+    "nan-in-config": (_config_text('{"n_layer": 12, "eps": NaN}'), "NaN is not a JSON number"),
+    "huge-number": (_config_text('{"n_layer": 1e400}'), "the number 1e400 is out of range"),
+    "deep-config": (_config_text("[" * 200_000 + "]" * 200_000), "nested too deeply"),
+    "layer-alias": (_rename_layer_3_to_03, "'transformer.h.03.attn.c_attn.bias' is not a layer"),
+    "float-offsets": (_float_offsets, "bad entry for"),
+    "index-value-types": (
+        _index_with({"transformer.wte.weight": ["model.safetensors"]}),
+        "maps 'transformer.wte.weight' to ['model.safetensors'], not a file name",
+    ),
+    "index-not-a-map": (_index_with(["model.safetensors"]), "has no weight_map object"),
 }
 
 

@@ -112,6 +112,8 @@ def test_model_name_flag_names_the_files(gpt2_checkpoint, tmp_path, capsys):
     [
         (["--model-name", "../escape"], "InvalidInput"),
         (["--model-name", "a/b"], "InvalidInput"),
+        (["--model-name", "gpt2\n"], "InvalidInput"),  # `$` would match before the newline
+        (["--model-name", ""], "InvalidInput"),
     ],
 )
 def test_invalid_input_exits_2_and_writes_the_reason(
@@ -228,3 +230,132 @@ def test_console_script_and_module_entrypoints(gpt2_checkpoint, tmp_path):
         assert done.returncode == 0, done.stderr
         assert "  Top model saved: " in done.stdout
         assert json.loads((tmp_path / "r.json").read_text())["splitConfig"] == "3-7"
+
+
+def test_an_empty_model_path_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["split", "--model", "", "--split", "2-10", "--storage", "models"]) == 2
+    assert capsys.readouterr().err == (
+        "error (InvalidInput): the checkpoint path is empty; pass the checkpoint directory\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_model_name_whose_files_fit_splits(gpt2_checkpoint, tmp_path, capsys):
+    """229 characters: the metadata name has 255, the longest a file name may have; the
+    temp files beside them are named shorter, so no ENAMETOOLONG."""
+    name = "m" * 229
+    assert _split(gpt2_checkpoint, tmp_path, "--model-name", name) == 0
+    assert len((tmp_path / "bottom" / f"{name}_2-10_bottom_metadata.json").name) == 255
+    assert sorted(p.name for p in (tmp_path / "top").iterdir()) == [
+        f"{name}_2-10_top.pt",
+        f"{name}_2-10_top_metadata.json",
+    ]
+
+
+def test_a_model_name_too_long_for_its_files_exits_2_before_writing(
+    gpt2_checkpoint, tmp_path, capsys
+):
+    assert _split(gpt2_checkpoint, tmp_path / "models", "--model-name", "m" * 230) == 2
+    err = capsys.readouterr().err
+    assert "is too long: its file names would have 256 characters" in err
+    assert not (tmp_path / "models").exists()
+
+
+def test_an_unwritable_result_file_is_one_line_not_a_crash(gpt2_checkpoint, tmp_path, capsys):
+    result_file = tmp_path / "missing-folder" / "result.json"
+    extra = ("--quiet", "--result-file", str(result_file))
+    assert _split(gpt2_checkpoint, tmp_path / "models", *extra) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error (InvalidInput): cannot write the result file {result_file}: "
+        "No such file or directory\n"
+    )
+
+
+def test_a_failure_with_an_unwritable_result_file_reports_both(tmp_path, capsys):
+    result_file = tmp_path / "missing-folder" / "result.json"
+    missing = tmp_path / "none"
+    code = main(
+        ["split", "--model", str(missing), "--split", "2-10", "--result-file", str(result_file)]
+    )
+    assert code == 2  # the reason of the failure, not of the result file
+    assert capsys.readouterr().err.splitlines() == [
+        f"error (SourceNotFound): no checkpoint directory at {missing}",
+        f"error (SourceNotFound): cannot write the result file {result_file}: "
+        "No such file or directory",
+    ]
+
+
+def test_verify_on_a_missing_device_exits_2_before_splitting(gpt2_checkpoint, tmp_path, capsys):
+    import torch
+
+    device = f"cuda:{torch.cuda.device_count()}"
+    assert _split(gpt2_checkpoint, tmp_path / "models", "--verify", "--device", device) == 2
+    assert "error (InvalidInput): device" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_allow_pickle_with_verify_verifies_against_the_pickled_source(
+    gpt2_checkpoint, tmp_path, capsys
+):
+    """The operator passes both flags when a spec sets allowPickle and verify."""
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "gpt2"
+    pickled.mkdir()
+    shutil.copy(gpt2_checkpoint / "config.json", pickled)
+    torch.save(load_file(gpt2_checkpoint / "model.safetensors"), pickled / "pytorch_model.bin")
+    result_file = tmp_path / "r.json"
+    code = _split(
+        pickled,
+        tmp_path / "models",
+        "--allow-pickle",
+        "--verify",
+        "--result-file",
+        str(result_file),
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(result_file.read_text())["verification"]["ok"] is True
+
+
+def test_inspect_prints_no_terminal_escape_sequences(gpt2_checkpoint, tmp_path, capsys):
+    _split(gpt2_checkpoint, tmp_path)
+    path = tmp_path / "top" / "gpt2_2-10_top_metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["model_class"] = "\x1b]0;owned\x07\x1b[2J"
+    path.write_text(json.dumps(metadata))
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "  model_class     \\x1b]0;owned\\x07\\x1b[2J" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &a [x, x]\nb: [*a, *a]\n", "YAML aliases (*name) are not accepted"),
+        ("model_id: !!python/object/apply:os.system [id]\n", "could not determine a constructor"),
+        ("- a\n- b\n", "expected a YAML mapping"),
+        ("kind: SplitModel\nspec: [1]\n", "spec: expected a mapping, got list"),
+    ],
+)
+def test_manifest_refuses_hostile_yaml_in_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    assert main(["manifest", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error (InvalidInput): ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_directory_at_a_final_path_is_refused_before_writing(gpt2_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "top" / "gpt2_2-10_top_metadata.json"
+    blocker.mkdir(parents=True)
+    assert _split(gpt2_checkpoint, tmp_path, "--quiet") == 2
+    assert capsys.readouterr().err == (
+        f"error (StorageNotWritable): {blocker} exists and is a directory; remove it first\n"
+    )
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

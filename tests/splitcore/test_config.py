@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -130,3 +132,46 @@ def test_server_config_rejects_bad_values_naming_the_field(tmp_path, document, m
 def test_model_config_rejects_bad_values_naming_the_field(document, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig.from_dict(document)
+
+
+def _laughs(depth: int = 9, width: int = 9) -> str:
+    """The "billion laughs" shape: a few hundred bytes that alias-expand to width**depth."""
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "\n".join(lines) + f"\nmodel_id: *a{depth - 1}\nmodel_path: /m\n"
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text(_laughs())
+    assert len(path.read_bytes()) < 600
+    with pytest.raises(ConfigError, match=r"YAML aliases \(\*name\) are not accepted"):
+        ModelConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model_id: !!python/object/apply:os.system [id]\nmodel_path: /m\n",
+        "model_id: !!python/name:os.system\nmodel_path: /m\n",
+    ],
+)
+def test_python_tags_are_refused(tmp_path, text):
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        ModelConfig.from_yaml(path)
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    path = tmp_path / "model.yaml"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError, match=f"{path} is a FIFO, not a regular file"):
+        ModelConfig.from_yaml(path)
+
+
+def test_a_huge_value_is_cut_in_the_error_message():
+    with pytest.raises(ConfigError) as error:
+        ModelConfig.from_dict({"model_id": ["x" * 10**6], "model_path": "/m"})
+    assert len(str(error.value)) < 200
+    assert str(error.value).startswith("model_id: expected a string, got list ['xxx")

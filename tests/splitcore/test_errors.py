@@ -55,3 +55,22 @@ def test_directory_without_weights_is_refused(tmp_path, gpt2_checkpoint):
     (tmp_path / "config.json").write_text((gpt2_checkpoint / "config.json").read_text())
     with pytest.raises(CheckpointError, match=r"no \*\.safetensors weights"):
         ModelFactory.create_split_models("gpt2", str(tmp_path), 2, 10)
+
+
+def test_the_library_refuses_layers_that_disagree_with_the_config_before_building(
+    gpt2_checkpoint, tmp_path
+):
+    """The same structural check as the streaming split, not torch's load_state_dict."""
+    checkpoint = tmp_path / "gpt2"
+    checkpoint.mkdir()
+    config = json.loads((gpt2_checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "n_inner": 256}))
+    (checkpoint / "model.safetensors").symlink_to(gpt2_checkpoint / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"config\.json describes no size 128"):
+        ModelFactory.create_split_models("gpt2", str(checkpoint), 2, 10)
+
+
+@pytest.mark.parametrize("point", [True, 2.0, "2"])
+def test_split_points_that_are_not_integers_are_a_value_error(gpt2_checkpoint, point):
+    with pytest.raises(ValueError, match="split points must be integers"):
+        ModelFactory.create_split_models("gpt2", str(gpt2_checkpoint), point, 10)

@@ -11,8 +11,20 @@ import pytest
 import torch
 
 from splitcore import ModelFactory, StorageManager
-from splitcore.atomic import HashingSink
-from splitcore.storage import model_name_from_path, validate_model_name
+from splitcore.atomic import (
+    HashingSink,
+    OutputLockedError,
+    StagedFile,
+    hidden_name,
+    output_lock,
+    temp_prefix,
+)
+from splitcore.storage import (
+    model_name_from_path,
+    remove_components,
+    remove_stale_temp_files,
+    validate_model_name,
+)
 
 GUIDE_METADATA_KEYS = [
     "model_class",
@@ -229,10 +241,10 @@ def test_files_never_appear_half_written(gpt2_checkpoint, tmp_path, monkeypatch,
     bottom, _, _ = ModelFactory.create_split_models("gpt2", str(gpt2_checkpoint), 2, 10)
     real_write = HashingSink.write
 
-    def write_then_fill_the_disk(self, data, span=None):
+    def write_then_fill_the_disk(self, data):
         if self.position > 1000:
             raise OSError(28, "No space left on device")
-        real_write(self, data, span)
+        real_write(self, data)
 
     monkeypatch.setattr(HashingSink, "write", write_then_fill_the_disk)
     with pytest.raises(OSError, match="No space left"):
@@ -244,3 +256,53 @@ def test_written_files_are_world_readable(gpt2_checkpoint, tmp_path, capsys):
     bottom, _, _ = ModelFactory.create_split_models("gpt2", str(gpt2_checkpoint), 2, 10)
     bottom.save_split_model(tmp_path / "bottom.pt")
     assert (tmp_path / "bottom.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_temp_and_lock_names_stay_within_the_file_name_limit():
+    final = "m" * 229 + "_2-10_bottom_metadata.json"
+    assert len(final) == 255
+    prefix = temp_prefix(final)
+    assert len(prefix) + 8 + len(".tmp") <= 255  # mkstemp's random part and suffix
+    assert prefix.startswith(".mmm") and prefix.endswith(".")
+    assert temp_prefix(final) == prefix != temp_prefix("n" + final[1:])
+    assert temp_prefix("gpt2_2-10_bottom.pt") == ".gpt2_2-10_bottom.pt."
+    assert hidden_name("gpt2_2-10", ".lock") == ".gpt2_2-10.lock"
+    assert len(hidden_name("m" * 300, ".lock")) == 255
+
+
+def test_stale_temp_cleanup_removes_only_temps_whose_writer_is_gone(tmp_path):
+    final = StorageManager.get_split_model_path(tmp_path, "gpt2", "trunk", "2-10")
+    live = StagedFile(final)
+    dead = final.with_name(f"{temp_prefix(final.name)}abandoned.tmp")
+    dead.write_bytes(b"partial")
+    try:
+        remove_stale_temp_files(tmp_path, "gpt2", "2-10")
+        assert live.temp.exists() and not dead.exists()
+    finally:
+        live.abort()
+    assert list(final.parent.iterdir()) == []
+
+
+def test_a_second_writer_of_the_same_files_is_refused(tmp_path):
+    with output_lock(tmp_path, "gpt2_2-10"):
+        with (
+            pytest.raises(OutputLockedError, match="another process is writing gpt2_2-10"),
+            output_lock(tmp_path, "gpt2_2-10"),
+        ):
+            pass
+        with output_lock(tmp_path, "gpt2_2-11"):  # other files: no conflict
+            pass
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with its holder
+    with output_lock(tmp_path, "gpt2_2-10"):  # free again
+        pass
+
+
+def test_clean_refuses_while_a_split_writes_the_same_files(tmp_path):
+    """`clean` during a split of the same files fails (retried) instead of racing it."""
+    (tmp_path / "bottom").mkdir()
+    kept = tmp_path / "bottom" / "gpt2_2-10_bottom.pt"
+    kept.write_bytes(b"weights")
+    with output_lock(tmp_path, "gpt2_2-10"), pytest.raises(OutputLockedError):
+        remove_components(tmp_path, "gpt2", "02-10")
+    assert kept.exists()
+    assert remove_components(tmp_path, "gpt2", "02-10") == [kept]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from splitcore import ModelFactory
+from splitcore.atomic import output_lock
 from splitcore.checkpoint import Checkpoint
 from splitcore.split import split_checkpoint
 from support.cli import in_private_mount, split_cli
@@ -140,7 +143,9 @@ def test_allow_pickle_still_never_runs_pickled_code(gpt2_checkpoint, tmp_path, c
     torch.save({"x": _ExploitTouch(marker)}, evil / "pytorch_model.bin")
     code = split_cli(evil, tmp_path / "out", "--allow-pickle")
     assert code == 2
-    assert "could not be loaded safely" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "could not be loaded safely" in err
+    assert "weights_only" not in err  # never torch's advice to load it unsafely
     assert not marker.exists()
 
 
@@ -170,7 +175,7 @@ def test_disk_full_leaves_no_file_under_a_final_name(gpt2_checkpoint, tmp_path):
     assert f"{storage}/trunk/gpt2_2-10_trunk.pt" not in left
 
 
-def test_a_killed_writer_leaves_only_a_temp_file_which_the_next_run_removes(
+def test_a_killed_writer_leaves_only_its_temp_and_lock_files_which_the_next_run_removes(
     gpt2_checkpoint, tmp_path
 ):
     storage = tmp_path / "models"
@@ -187,9 +192,116 @@ def test_a_killed_writer_leaves_only_a_temp_file_which_the_next_run_removes(
     done = subprocess.run([sys.executable, "-P", "-c", crash], capture_output=True, check=False)
     assert done.returncode == -9
     left = _files(storage)
-    assert len(left) == 1 and left[0].startswith("bottom/.gpt2_2-10_bottom.pt.")
-    assert left[0].endswith(".tmp")
+    # The dead writer's lock file (free: the next run takes it over) and its temp file.
+    assert len(left) == 2 and left[0] == ".gpt2_2-10.lock"
+    assert left[1].startswith("bottom/.gpt2_2-10_bottom.pt.") and left[1].endswith(".tmp")
     split_checkpoint(str(gpt2_checkpoint), "gpt2", 2, 10, storage)
     assert _files(storage) == sorted(
         f"{c}/gpt2_2-10_{c}{s}" for c in COMPONENTS for s in (".pt", "_metadata.json")
     )
+
+
+def _files_match_their_metadata(storage: Path) -> list[str]:
+    """Components that were committed, each checked against its metadata's sha256."""
+    committed = []
+    for metadata_path in sorted(storage.rglob("*_metadata.json")):
+        weights = metadata_path.with_name(metadata_path.name.replace("_metadata.json", ".pt"))
+        recorded = json.loads(metadata_path.read_text())["sha256"]
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == recorded
+        committed.append(weights.name)
+    return committed
+
+
+@pytest.mark.parametrize(
+    ("change", "at_read"),
+    [
+        (lambda path: os.truncate(path, path.stat().st_size // 2), 40),  # was SIGBUS, exit 135
+        (lambda path: os.truncate(path, path.stat().st_size - 1000), 140),
+        (lambda path: path.open("r+b").write(b"\x7f" * 4096), 100),  # new bytes, same size
+    ],
+)
+def test_a_source_changed_during_the_split_fails_with_source_changed(
+    gpt2_checkpoint, tmp_path, monkeypatch, capsys, change, at_read
+):
+    """The bytes written are the bytes hashed; a change is detected: exit 1 (retried), no temp
+    file, and whatever was committed before matches its metadata."""
+    import splitcore.formats
+
+    checkpoint = Path(shutil.copytree(gpt2_checkpoint, tmp_path / "gpt2"))
+    real_read, reads = splitcore.formats.read_span, []
+
+    def read_then_change(span, offset, length):
+        reads.append(offset)
+        if len(reads) == at_read:
+            change(span.path)
+        return real_read(span, offset, length)
+
+    monkeypatch.setattr(splitcore.formats, "read_span", read_then_change)
+    result_file = tmp_path / "r.json"
+    code = split_cli(checkpoint, tmp_path / "models", "--quiet", "--result-file", str(result_file))
+    assert code == 1
+    error = json.loads(result_file.read_text())["error"]
+    assert error["reason"] == "SourceChanged"
+    assert str(checkpoint / "model.safetensors") in error["message"]
+    assert not [p for p in (tmp_path / "models").rglob("*") if p.name.startswith(".")]
+    assert len(_files_match_their_metadata(tmp_path / "models")) < 3
+
+
+def test_a_second_split_of_the_same_files_fails_with_output_locked(
+    gpt2_checkpoint, tmp_path, capsys
+):
+    storage = tmp_path / "models"
+    storage.mkdir()
+    result_file = tmp_path / "r.json"
+    with output_lock(storage, "gpt2_2-10"):  # the first writer, still at work
+        code = split_cli(gpt2_checkpoint, storage, "--quiet", "--result-file", str(result_file))
+    assert code == 1
+    assert json.loads(result_file.read_text())["error"]["reason"] == "OutputLocked"
+    assert [p for p in storage.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("state_dict", "message"),
+    [
+        ({"transformer.wte.weight": 3}, "holds 'transformer.wte.weight': int, not a named tensor"),
+        ({"x": torch.zeros(2, dtype=torch.complex64)}, "'x' has unsupported dtype complex64"),
+    ],
+)
+def test_an_opted_in_pickle_must_hold_plain_tensors(
+    gpt2_checkpoint, tmp_path, capsys, state_dict, message
+):
+    pickled = tmp_path / "gpt2"
+    pickled.mkdir()
+    shutil.copy(gpt2_checkpoint / "config.json", pickled)
+    torch.save(state_dict, pickled / "pytorch_model.bin")
+    assert split_cli(pickled, tmp_path / "models", "--allow-pickle") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error (InvalidCheckpoint): ") and message in err
+    assert "Traceback" not in err
+
+
+def test_an_opted_in_pickle_replaced_during_the_split_fails_with_source_changed(
+    gpt2_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """torch reopens a pickle for every component: a replaced file is detected, not mixed in."""
+    pickled = tmp_path / "gpt2"
+    pickled.mkdir()
+    shutil.copy(gpt2_checkpoint / "config.json", pickled)
+    weights = pickled / "pytorch_model.bin"
+    torch.save(load_file(gpt2_checkpoint / "model.safetensors"), weights)
+    real_load, loads = Checkpoint._load_pickle, []
+
+    def load_then_replace(path):
+        loads.append(path)
+        if len(loads) == 4:  # opened, checked, bottom read: replaced before trunk is read
+            replacement = path.with_name("new.bin")
+            shutil.copy(path, replacement)
+            replacement.replace(path)
+        return real_load(path)
+
+    monkeypatch.setattr(Checkpoint, "_load_pickle", staticmethod(load_then_replace))
+    code = split_cli(pickled, tmp_path / "models", "--allow-pickle", "--quiet")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err == f"error (SourceChanged): {weights} changed while it was being split\n"
+    assert _files_match_their_metadata(tmp_path / "models") == ["gpt2_2-10_bottom.pt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -112,3 +113,60 @@ def test_verify_every_family(family_checkpoint, tmp_path, capsys):
     result = verify_split(tmp_path / "m", "x", "2-4", source=str(family_checkpoint))
     assert result.ok, result.problems
     assert float(result.max_abs_diff) <= 1e-5
+
+
+def test_layers_that_disagree_with_the_config_fail_without_a_source(split_storage, capsys):
+    """The config in every metadata file says a wider MLP than the layers hold: the split's
+    own structural check refuses it, so `verify` does too, with no source to compare."""
+    for component in ("bottom", "trunk", "top"):
+        path = split_storage / component / f"gpt2_2-10_{component}_metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata["config"]["n_inner"] = 256
+        path.write_text(json.dumps(metadata))
+    assert _verify(split_storage) == 2
+    out = capsys.readouterr().out
+    assert (
+        "problem: the components do not match their config: 'transformer.h.0.mlp.c_fc.bias' "
+        "has shape [128], but config.json describes no size 128"
+    ) in out
+
+
+def test_garbage_whose_sha_matches_is_a_problem_not_a_crash(split_storage, capsys):
+    path = split_storage / "trunk" / "gpt2_2-10_trunk.pt"
+    path.write_bytes(b"not a zip archive" * 10)
+    metadata_path = path.with_name("gpt2_2-10_trunk_metadata.json")
+    metadata = json.loads(metadata_path.read_text())
+    metadata["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    metadata_path.write_text(json.dumps(metadata))
+    assert _verify(split_storage) == 2
+    out = capsys.readouterr().out
+    assert f"problem: trunk: {path} cannot be loaded as a component file:" in out
+    assert "weights_only" not in out  # never torch's advice to load it unsafely
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda m: m.pop("config"), "config is missing or not an object"),
+        (lambda m: m.update(num_parameters=None), "num_parameters is None"),
+        (lambda m: m.update(split_config=[2, 10]), "split_config is [2, 10], not a string"),
+    ],
+)
+def test_malformed_metadata_is_a_problem_not_a_crash(split_storage, capsys, change, problem):
+    path = split_storage / "top" / "gpt2_2-10_top_metadata.json"
+    metadata = json.loads(path.read_text())
+    change(metadata)
+    path.write_text(json.dumps(metadata))
+    assert _verify(split_storage) == 2
+    out = capsys.readouterr().out
+    assert f"problem: top: {path} is not a split-model metadata file: {problem}" in out
+
+
+def test_a_missing_device_is_refused_before_the_probe(split_storage, gpt2_checkpoint, capsys):
+    import torch
+
+    missing = f"cuda:{torch.cuda.device_count()}"
+    assert _verify(split_storage, "--source", str(gpt2_checkpoint), "--device", missing) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error (InvalidInput): device '{missing}' is not available")
+    assert "Traceback" not in err
