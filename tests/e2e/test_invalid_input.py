@@ -15,7 +15,9 @@ async def test_the_crd_refuses_a_bad_split_config_at_admission(cluster):
     for split, message in [
         ("10-2", 'splitConfig must be \\"p1-p2\\" with 0 < p1 < p2'),
         ("0-5", "with 0 < p1 < p2"),
-        ("2_10", "should match '^[0-9]+-[0-9]+$'"),
+        ("2_10", "should match '^(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})$'"),
+        ("02-10", "should match '^(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})$'"),  # one spelling
+        ("2-10\n", "should match"),
     ]:
         manifest = splitmodel("bad-split")
         manifest["spec"]["splitStorageConfig"]["splitConfig"] = split

@@ -52,6 +52,7 @@ async def test_happy_path_writes_the_guides_layout_and_records_it(cluster, gpt2_
             "memoryBytes": metadata["memory_bytes"],
             "sha256": hashlib.sha256(on_volume.read_bytes()).hexdigest(),
             "savedAt": metadata["saved_at"],
+            "dtype": metadata["dtype"],
         }
     assert [c["name"] for c in status["components"]] == ["bottom", "trunk", "top"]
     reasons = [event["reason"] for event in cluster.events("gpt2-a")]

@@ -95,6 +95,12 @@ class Authorizer:
             raise KubernetesError(status=403, reason="Forbidden", message=message)
 
 
+def go_regexp(pattern: str) -> str:
+    """The apiserver matches `pattern` with Go's RE2, where `$` is the end of the text; in
+    Python `$` also matches before a final newline, which `\\Z` does not."""
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+
+
 @attrs.define
 class ApiFault:
     """An injected API failure: the next `times` matching calls get `status`, or, with
@@ -363,7 +369,7 @@ class Schema:
                 f"{path}: Unsupported value: {json.dumps(value)}: supported values: {supported}"
             )
         if kind == "string":
-            if "pattern" in schema and not re.search(schema["pattern"], value):
+            if "pattern" in schema and not re.search(go_regexp(schema["pattern"]), value):
                 errors.append(
                     f"{path}: Invalid value: {json.dumps(value)}: {path} in body should match "
                     f"'{schema['pattern']}'"
