@@ -1,4 +1,5 @@
-"""`splitcore` command line: `split` (the Job's entrypoint), `verify`, `inspect`, `clean`.
+"""`splitcore` command line: `split` (the Job's entrypoint), `fetch`, `verify`, `inspect`,
+`clean`, `manifest`.
 
 Exit codes: 0 success; 2 invalid input, which retrying cannot fix (the operator's Job does not
 retry it); 1 anything else. On failure the result file gets `{"error": {"reason", "message"}}`
@@ -37,7 +38,10 @@ def _classify(error: BaseException) -> Reason:
     from splitcore.config import ConfigError
     from splitcore.formats import SourceChangedError
     from splitcore.models import UnsupportedModelError
+    from splitcore.sources import SourceError
 
+    if isinstance(error, SourceError):
+        return error.reason
     if isinstance(error, OutputLockedError):
         return Reason.OUTPUT_LOCKED
     if isinstance(error, SourceChangedError):
@@ -109,18 +113,22 @@ def cmd_split(args: argparse.Namespace) -> int:
         from splitcore.verify import check_device
 
         check_device(args.device)  # before the split, not after its files are written
+    model, model_name, fetched = _split_source(args)
     result = split_checkpoint(
-        args.model,
+        model,
         args.model_type,
         args.split.first,
         args.split.second,
         args.storage,
-        model_name=args.model_name,
+        model_name=model_name,
         file_format=args.format,
         save=not args.no_save,
         allow_pickle=args.allow_pickle,
         progress=None if args.quiet else Progress(),
+        source_label=fetched[0] if fetched else None,
     )
+    if fetched:
+        result = dataclasses.replace(result, source=fetched[1])
     if args.no_save:
         print(f"Plan only (--no-save): nothing was written under {args.storage}")
     if args.verify:
@@ -130,7 +138,7 @@ def cmd_split(args: argparse.Namespace) -> int:
             args.storage,
             result.model_name,
             result.split_config,
-            source=args.model,
+            source=str(model),
             file_format=args.format,
             device=args.device,
             allow_pickle=args.allow_pickle,
@@ -141,6 +149,26 @@ def cmd_split(args: argparse.Namespace) -> int:
         result = dataclasses.replace(result, verification=Verification(True, verdict.max_abs_diff))
     _write_result(args.result_file, result.to_json())
     return ExitCode.OK
+
+
+def _split_source(args: argparse.Namespace) -> tuple[str, str | None, Any]:
+    """`--model`, or a `--hub` / `--s3` source fetched into the cache first: the folder to
+    split, the model name, and (for a fetched source) its label and `SourceRevision`."""
+    from splitcore import sources
+
+    given = [flag for flag, value in (("--model", args.model), ("--hub", args.hub),
+                                      ("--s3", args.s3)) if value]  # fmt: skip
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of --model, --hub, --s3 (got {len(given)})")
+    if args.model:
+        return args.model, args.model_name, None
+    cache = args.cache or str(Path(args.storage) / ".cache" / "sources")
+    fetched = sources.fetch_from_args(args, cache)
+    origin = f"hub:{args.hub}" if args.hub else args.s3.rstrip("/")
+    path = f"/{args.model_path.strip('/')}" if args.model_path.strip("/") else ""
+    label = f"{origin}@{fetched.revision}{path}"
+    default_name = (args.model_path.strip("/") or args.hub or args.s3).rstrip("/").split("/")[-1]
+    return str(fetched.directory), args.model_name or default_name, (label, fetched.source_revision)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -296,6 +324,7 @@ def _add_command(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from splitcore import sources
     from splitcore.models import SUPPORTED_MODEL_TYPES
     from splitcore.weights import FORMATS
 
@@ -324,9 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument(
         "--model",
-        required=True,
         metavar="PATH",
-        help="checkpoint directory (config.json + *.safetensors) or a hub id (needs network)",
+        help="checkpoint directory (config.json + *.safetensors) or a hub id (needs network); "
+        "or give --hub / --s3 instead",
+    )
+    sources.add_source_arguments(split, required=False)
+    split.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="download cache of --hub / --s3 (default: {storage}/.cache/sources)",
     )
     split.add_argument(
         "--split",
@@ -417,6 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--storage-claim", help="spec.storage.claimName (the output volume)")
     manifest.add_argument("--source-claim", help="spec.source.claimName (the checkpoint volume)")
     manifest.set_defaults(handler=cmd_manifest, result_file=None)
+
+    fetch = _add_command(
+        commands,
+        "fetch",
+        "download a checkpoint from a hub repository or S3 into a cache folder",
+        "Download config.json, the safetensors index and the weights it names (never pickles "
+        "or code) into {cache}/hub/{owner}--{name}/{commit}/ or {cache}/s3/{bucket}/{prefix}/"
+        "{etags digest}/, resuming partial downloads and checking each file's digest. The "
+        "result names the folder, the resolved revision and each file's sha256. The hub token "
+        "is read from $HF_TOKEN, S3 keys from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY.",
+        "splitcore fetch --hub openai-community/gpt2 --cache ./cache",
+    )
+    sources.configure_parser(fetch)
 
     inspect = _add_command(
         commands,

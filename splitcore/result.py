@@ -281,6 +281,34 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """One file fetched from a hub or S3 source, as verified against the source's digest."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceRevision:
+    """Which version of a hub or S3 source was split: `status.source`."""
+
+    revision: str  # the hub's commit sha, or the digest of the S3 objects' ETags
+    files: tuple[SourceFile, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "files": [asdict(f) for f in self.files]}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Self:
+        files = tuple(
+            SourceFile(str(f["path"]), int(f["size"]), str(f["sha256"]))
+            for f in document.get("files") or ()
+        )
+        return cls(str(document["revision"]), files)
+
+
+@dataclass(frozen=True)
 class SplitResult:
     """What a split produced; its compact JSON is the Job's termination message."""
 
@@ -293,22 +321,26 @@ class SplitResult:
     num_layers: int
     components: tuple[ComponentResult, ...] = ()
     verification: Verification | None = None
+    source: SourceRevision | None = None  # for hub and S3 sources
+    reused: bool = False  # the files of this very source revision were there already
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             camel(f.name): getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("components", "verification")
+            if f.name not in ("components", "verification", "source")
         }
         document["components"] = [c.to_json() for c in self.components]
         if self.verification is not None:
             document["verification"] = self.verification.to_json()
+        if self.source is not None:
+            document["source"] = self.source.to_json()
         return document
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Self:
         """Read a result document; `KeyError`/`TypeError`/`ValueError` if it is not one."""
-        verification = document.get("verification")
+        verification, source = document.get("verification"), document.get("source")
         return cls(
             model_name=str(document["modelName"]),
             model_type=str(document["modelType"]),
@@ -319,6 +351,8 @@ class SplitResult:
             num_layers=int(document["numLayers"]),
             components=tuple(ComponentResult.from_json(c) for c in document["components"]),
             verification=Verification.from_json(verification) if verification else None,
+            source=SourceRevision.from_json(source) if source else None,
+            reused=bool(document.get("reused", False)),
         )
 
 

@@ -25,7 +25,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, TypeVar, cast
@@ -35,7 +35,7 @@ from splitcore.atomic import _fsync_directory, hidden_name, output_lock
 from splitcore.checkpoint import SAFETENSORS_INDEX, CheckpointError
 from splitcore.inputs import InputError, load_json
 from splitcore.progress import size as shown_size
-from splitcore.result import ExitCode, Reason
+from splitcore.result import ExitCode, Reason, SourceFile, SourceRevision
 
 T = TypeVar("T")
 
@@ -63,27 +63,21 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
-class FetchedFile:
-    path: str  # relative to the repository root (hub) or to the URI's prefix (S3)
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
 class Fetched:
     """A fetched checkpoint: where it lies, which version it is, and its verified files."""
 
     directory: Path  # the checkpoint folder `splitcore split --model` takes
     revision: str  # the hub's commit sha, or `etags_digest` of the S3 objects
-    files: tuple[FetchedFile, ...]
+    files: tuple[SourceFile, ...]
+
+    @property
+    def source_revision(self) -> SourceRevision:
+        """What `status.source` records of this fetch."""
+        return SourceRevision(self.revision, self.files)
 
     def to_json(self) -> dict[str, Any]:
         """`status.source`'s `revision` and `files`, plus the local directory."""
-        return {
-            "directory": str(self.directory),
-            "revision": self.revision,
-            "files": [asdict(f) for f in self.files],
-        }
+        return {"directory": str(self.directory), **self.source_revision.to_json()}
 
 
 @dataclass(frozen=True)
@@ -238,7 +232,7 @@ class _Session:
 
     def fetch_all(
         self, folder: Path, remotes: Iterable[RemoteFile], download: Download
-    ) -> tuple[FetchedFile, ...]:
+    ) -> tuple[SourceFile, ...]:
         """Config, index, then the weights the index names (all, without an index) into
         `folder`, one writer at a time (a second fails with OutputLocked)."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +245,7 @@ class _Session:
             ]
         return tuple(sorted(files, key=lambda f: f.path))
 
-    def fetch_one(self, folder: Path, remote: RemoteFile, download: Download) -> FetchedFile:
+    def fetch_one(self, folder: Path, remote: RemoteFile, download: Download) -> SourceFile:
         """One file: kept if a verified copy is there, else downloaded (resumed), verified,
         and renamed into place."""
         final = folder / remote.path
@@ -259,7 +253,7 @@ class _Session:
             cached = _Digests(final, remote)
             if cached.mismatch(remote) is None:
                 self.say(f"  {remote.path}: cached, verified")
-                return FetchedFile(remote.path, cached.size, cached.sha256)
+                return SourceFile(remote.path, cached.size, cached.sha256)
             self.say(f"  {remote.path}: the cached copy differs from the source, fetching again")
             final.unlink()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +284,7 @@ class _Session:
         part.replace(final)
         _fsync_directory(final.parent)
         self.say(f"  fetched {remote.path}: sha256 {downloaded.sha256}")
-        return FetchedFile(remote.path, downloaded.size, downloaded.sha256)
+        return SourceFile(remote.path, downloaded.size, downloaded.sha256)
 
 
 def _is_local(error: Exception) -> bool:

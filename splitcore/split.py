@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from splitcore.atomic import StagedFile, output_lock
+from splitcore.atomic import StagedFile, output_lock, sha256_file
 from splitcore.plan import PreparedSplit, prepare_split
 from splitcore.progress import Progress
 from splitcore.result import ComponentResult, SplitResult
@@ -25,6 +25,7 @@ from splitcore.storage import (
     build_metadata,
     commit_component,
     output_lock_name,
+    read_metadata,
     remove_stale_temp_files,
     stage_component,
 )
@@ -65,29 +66,42 @@ def split_checkpoint(
     allow_pickle: bool = False,
     out: IO[str] | None = None,
     progress: Progress | None = None,
+    source_label: str | None = None,
 ) -> SplitResult:
     """Split a checkpoint into component files without building the model.
 
     With `save=False` nothing is written: the result describes the components (layers,
-    parameters, bytes) as a plan.
+    parameters, bytes) as a plan. `source_label` is what the metadata records as `source`
+    (default: the path); a label that names an immutable revision (a fetched hub commit or
+    S3 digest) lets a re-run keep files already split from that very revision.
     """
+    source = source_label or str(model_name_or_path)
     prepared = prepare_split(
         model_name_or_path, model_type, split_point_1, split_point_2,
         model_name=model_name, file_format=file_format, allow_pickle=allow_pickle,
         storage_path=storage_path if save else None,
     )  # fmt: skip
     name, plan = prepared.model_name, prepared.plan
+    reused = False
     if not save:
-        components = _write_components(prepared, str(model_name_or_path), None, file_format)
+        components = _write_components(prepared, source, None, file_format)
     else:
         with output_lock(Path(storage_path), output_lock_name(name, plan.split_config)):
-            remove_stale_temp_files(storage_path, name, plan.split_config)
-            report = SaveReport(storage_path, out)
-            components = _write_components(
-                prepared, str(model_name_or_path), (Path(storage_path), report, progress),
-                file_format,
-            )  # fmt: skip
-            report.done()
+            current = (
+                _current_components(Path(storage_path), prepared, file_format, source)
+                if source_label
+                else None
+            )
+            if current is not None:
+                print(f"Up to date: {name} {plan.split_config} from {source}", file=out)
+                components, reused = current, True
+            else:
+                remove_stale_temp_files(storage_path, name, plan.split_config)
+                report = SaveReport(storage_path, out)
+                components = _write_components(
+                    prepared, source, (Path(storage_path), report, progress), file_format
+                )
+                report.done()
     return SplitResult(
         model_name=name,
         model_type=plan.model_type,
@@ -97,7 +111,33 @@ def split_checkpoint(
         saved=save,
         num_layers=plan.num_layers,
         components=components,
+        reused=reused,
     )
+
+
+def _current_components(
+    storage: Path, prepared: PreparedSplit, file_format: str, source: str
+) -> tuple[ComponentResult, ...] | None:
+    """The three components of this split of this very source, intact (each file's sha256
+    is its metadata's), or None when anything must be written."""
+    plan, found = prepared.plan, []
+    for component in COMPONENTS:
+        path = StorageManager.get_split_model_path(
+            storage, prepared.model_name, component, plan.split_config, file_format
+        )
+        metadata_path = StorageManager.get_model_metadata_path(path)
+        try:
+            metadata = read_metadata(metadata_path)
+            intact = sha256_file(path) == metadata["sha256"]
+        except (OSError, ValueError):
+            return None
+        wanted = (source, plan.model_type, file_format, plan.config)
+        if not intact or wanted != tuple(
+            metadata.get(k) for k in ("source", "model_type", "format", "config")
+        ):
+            return None
+        found.append(ComponentResult.from_metadata(metadata, path, metadata_path))
+    return tuple(found)
 
 
 def _write_components(

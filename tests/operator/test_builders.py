@@ -192,3 +192,63 @@ def test_no_pull_secrets_and_a_platform_assigned_uid_leave_those_fields_out(body
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert restricted_violations(pod) == []
+
+
+def _split_pod(body, config, source: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    body["spec"]["source"] = source
+    body["spec"].update(spec)
+    job = builders.build_split_job(body, resolve_spec(body, config), config)
+    return job["spec"]["template"]["spec"]
+
+
+def test_a_hub_source_is_fetched_by_the_job_with_the_token_only_from_its_secret(body, config):
+    hub = {"repoId": "org/llama", "revision": "v1.2", "endpoint": "https://hub.internal",
+           "tokenSecretRef": {"name": "hf", "key": "token"}}  # fmt: skip
+    pod = _split_pod(body, config, {"hub": hub}, modelPath="weights/fp16")
+    (container,) = pod["containers"]
+    command = container["command"]
+    position = command.index("--hub")
+    assert command[position : position + 10] == [
+        "--hub", "org/llama", "--revision", "v1.2", "--endpoint", "https://hub.internal",
+        "--model-path", "weights/fp16", "--cache", "/models/.cache/sources",
+    ]  # fmt: skip
+    assert "--model" not in command
+    assert container["env"][-1] == {
+        "name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}
+    }  # fmt: skip
+    assert [v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == ["storage"]
+
+
+def test_an_s3_source_gets_its_keys_from_the_secret_and_may_cache_on_its_own_claim(body, config):
+    s3 = {"uri": "s3://models/team/gpt2", "endpointURL": "http://minio:9000",
+          "region": "eu-west-1", "credentialsSecretRef": {"name": "s3-keys"}}  # fmt: skip
+    pod = _split_pod(body, config, {"s3": s3, "cacheClaimName": "downloads"})
+    (container,) = pod["containers"]
+    command = container["command"]
+    position = command.index("--s3")
+    assert command[position : position + 10] == [
+        "--s3", "s3://models/team/gpt2", "--endpoint-url", "http://minio:9000",
+        "--region", "eu-west-1", "--model-path", "checkpoints/gpt2", "--cache", "/source-cache",
+    ]  # fmt: skip
+    assert container["env"][-2:] == [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": key}}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+    assert {"name": "source-cache", "mountPath": "/source-cache"} in container["volumeMounts"]
+    assert {"name": "source-cache", "persistentVolumeClaim": {"claimName": "downloads"}} in pod[
+        "volumes"
+    ]
+    assert restricted_violations(pod) == []
+
+
+def test_a_bare_hub_id_without_a_source_is_a_hub_source(body, config):
+    del body["spec"]["source"]
+    body["spec"]["modelPath"] = "openai-community/gpt2"
+    spec = resolve_spec(body, config)
+    command = builders.build_split_job(body, spec, config)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["command"]
+    position = command.index("--hub")
+    assert command[position : position + 4] == [
+        "--hub", "openai-community/gpt2", "--cache", "/models/.cache/sources",
+    ]  # fmt: skip

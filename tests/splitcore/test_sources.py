@@ -20,11 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from splitcore.cli import main as cli_main
 from splitcore.inputs import InputError
-from splitcore.result import ExitCode, Reason
+from splitcore.result import ExitCode, Reason, SourceFile
 from splitcore.sources import (
     Fetched,
-    FetchedFile,
     Retry,
     SourceError,
     _hub_transient,
@@ -77,8 +77,8 @@ def names(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
 
-def fetched_files(source_files: dict[str, bytes]) -> tuple[FetchedFile, ...]:
-    return tuple(FetchedFile(p, len(source_files[p]), sha256(source_files[p])) for p in NEEDED)
+def fetched_files(source_files: dict[str, bytes]) -> tuple[SourceFile, ...]:
+    return tuple(SourceFile(p, len(source_files[p]), sha256(source_files[p])) for p in NEEDED)
 
 
 def assert_splits_like(fetched: Fetched, gpt2_checkpoint: Path, tmp_path: Path) -> None:
@@ -309,6 +309,52 @@ def test_fetch_command_writes_the_result_and_reads_the_token_from_the_environmen
             {"path": f.path, "size": f.size, "sha256": f.sha256}
             for f in fetched_files(source_files)
         ],
+    }
+
+
+def test_split_from_the_hub_records_the_revision_and_reuses_files_of_the_same_revision(
+    hub, source_files, tmp_path, monkeypatch, capsys
+):
+    """The Job's one process: fetch, split, and `source` in the result (status.source). A re-run
+    of the same commit keeps the intact files and writes nothing."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    storage, result_file = tmp_path / "models", tmp_path / "result.json"
+    command = [
+        "split", "--hub", REPO_ID, "--endpoint", hub.url, "--model-path", "gpt2",
+        "--split", "2-10", "--storage", str(storage), "--quiet",
+        "--result-file", str(result_file),
+    ]  # fmt: skip
+    assert cli_main(command) == ExitCode.OK
+    first = json.loads(result_file.read_text())
+    commit = hub.repos[REPO_ID].commit
+    assert first["modelName"] == "gpt2" and first["reused"] is False
+    assert first["source"] == {
+        "revision": commit,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256}
+                  for f in fetched_files(source_files)],
+    }  # fmt: skip
+    trunk = json.loads((storage / "trunk/gpt2_2-10_trunk_metadata.json").read_text())
+    assert trunk["source"] == f"hub:{REPO_ID}@{commit}/gpt2"
+    assert names(storage / ".cache" / "sources" / "hub") == ["splitlearn--tiny-gpt2"]
+    written = {p: p.stat().st_mtime_ns for p in storage.glob("*/gpt2_2-10_*")}
+
+    capsys.readouterr()
+    assert cli_main(command) == ExitCode.OK
+    second = json.loads(result_file.read_text())
+    assert second["reused"] is True
+    assert second["components"] == first["components"] and second["source"] == first["source"]
+    assert {p: p.stat().st_mtime_ns for p in storage.glob("*/gpt2_2-10_*")} == written
+    assert f"Up to date: gpt2 2-10 from hub:{REPO_ID}@{commit}/gpt2" in capsys.readouterr().out
+
+
+def test_split_takes_exactly_one_source(tmp_path, capsys):
+    result_file = tmp_path / "r.json"
+    command = ["split", "--model", "x", "--hub", REPO_ID, "--split", "2-10",
+               "--result-file", str(result_file)]  # fmt: skip
+    assert cli_main(command) == ExitCode.INVALID
+    assert json.loads(result_file.read_text())["error"] == {
+        "reason": "InvalidInput",
+        "message": "give exactly one of --model, --hub, --s3 (got 2)",
     }
 
 

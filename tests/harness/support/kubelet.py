@@ -42,7 +42,8 @@ TERMINATION_LIMIT = 4096
 class Fault:
     """What a test wants to happen to a Job's pod."""
 
-    kind: str  # "oom": killed for memory (exit 137); "hang": never exits by itself
+    kind: str  # "oom": killed for memory (exit 137); "hang": never exits by itself;
+    # "crash": dies at once with no result, as a segfault would (exit 139)
     tmpfs_bytes: int | None = None
 
 
@@ -268,6 +269,8 @@ class Kubelet:
         fault = self.faults.get(owner) or self.faults.get(job_name)
         if fault and fault.kind == "hang":
             command, binary = ["sleep", "3600"], "/bin/sleep"
+        if fault and fault.kind == "crash":
+            command, binary = ["sh", "-c", "echo Segmentation fault >&2; exit 139"], "/bin/sh"
         process = await asyncio.create_subprocess_exec(
             "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "pod",
             binary or command[0], *command[1:],
