@@ -22,11 +22,14 @@ _LAZY = {
     "ServerConfig": "splitcore.config",
     "ModelConfig": "splitcore.config",
     "split_checkpoint": "splitcore.split",
+    "load_component": "splitcore.loading",
+    "load_split": "splitcore.loading",
 }
 
 if TYPE_CHECKING:
     from splitcore.config import ModelConfig, ServerConfig
     from splitcore.factory import ModelFactory
+    from splitcore.loading import load_component, load_split
     from splitcore.models.base import BaseSplitModel, BottomModel, TopModel, TrunkModel
     from splitcore.split import split_checkpoint
     from splitcore.storage import StorageManager
@@ -48,5 +51,7 @@ __all__ = [
     "TopModel",
     "TrunkModel",
     "__version__",
+    "load_component",
+    "load_split",
     "split_checkpoint",
 ]

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from splitcore import __version__
 from splitcore.inputs import clip, load_yaml, printable
 from splitcore.points import SplitPointError, SplitPoints
 from splitcore.result import ErrorDocument, ExitCode, Reason
@@ -74,7 +76,7 @@ class ResultFileError(ValueError):
 def _write_result(result_file: str | None, document: Mapping[str, Any]) -> None:
     """The compact JSON result: to --result-file (the Job's termination message) or stdout."""
     text = json.dumps(document, separators=(",", ":"))
-    if not result_file:
+    if not result_file or result_file == "-":
         print(text, flush=True)
         return
     try:
@@ -114,6 +116,11 @@ def cmd_split(args: argparse.Namespace) -> int:
 
         check_device(args.device)  # before the split, not after its files are written
     model, model_name, fetched = _split_source(args)
+    # The guide's block goes to stdout, unless stdout is for the JSON result (--json or
+    # --result-file -): then every human line goes to stderr. --quiet silences them.
+    human: IO[str] = io.StringIO() if args.quiet else sys.stdout
+    if not args.quiet and (args.json or args.result_file == "-"):
+        human = sys.stderr
     result = split_checkpoint(
         model,
         args.model_type,
@@ -126,11 +133,12 @@ def cmd_split(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         progress=None if args.quiet else Progress(),
         source_label=fetched[0] if fetched else None,
+        out=human,
     )
     if fetched:
         result = dataclasses.replace(result, source=fetched[1])
     if args.no_save:
-        print(f"Plan only (--no-save): nothing was written under {args.storage}")
+        print(f"Plan only (--no-save): nothing was written under {args.storage}", file=human)
     if args.verify:
         from splitcore.verify import print_report, verify_split
 
@@ -143,11 +151,11 @@ def cmd_split(args: argparse.Namespace) -> int:
             device=args.device,
             allow_pickle=args.allow_pickle,
         )
-        print_report(verdict)
+        print_report(verdict, human)
         if not verdict.ok:
             raise VerificationFailed("; ".join(verdict.problems))
         result = dataclasses.replace(result, verification=Verification(True, verdict.max_abs_diff))
-    _write_result(args.result_file, result.to_json())
+    _write_result(None if args.json else args.result_file, result.to_json())
     return ExitCode.OK
 
 
@@ -157,10 +165,10 @@ def _split_source(args: argparse.Namespace) -> tuple[str, str | None, Any]:
     from splitcore import sources
 
     given = [flag for flag, value in (("--model", args.model), ("--hub", args.hub),
-                                      ("--s3", args.s3)) if value]  # fmt: skip
+                                      ("--s3", args.s3)) if value is not None]  # fmt: skip
     if len(given) != 1:
         raise ValueError(f"give exactly one of --model, --hub, --s3 (got {len(given)})")
-    if args.model:
+    if args.model is not None:
         return args.model, args.model_name, None
     cache = args.cache or str(Path(args.storage) / ".cache" / "sources")
     fetched = sources.fetch_from_args(args, cache)
@@ -211,22 +219,41 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         model_config_to_split_model,
         split_model_to_model_config,
     )
+    from splitcore.models import check_model_type
 
     document = load_yaml(Path(args.file), ConfigError)
     if not isinstance(document, dict):
         raise ConfigError(f"{args.file}: expected a YAML mapping")
-    if document.get("kind") == "SplitModel":
+    split = (document.get("split_storage_config") or {}).get("split_config")
+    if isinstance(split, int) and not isinstance(split, bool):
+        raise ConfigError(
+            f"{args.file}: split_storage_config.split_config: YAML read it as the number {split} "
+            '(an unquoted 2:10 is base 60); write the split as a quoted string, e.g. "2-10"'
+        )
+    try:
+        if document.get("kind") == "SplitModel":
+            config = split_model_to_model_config(document)
+            check_model_type(config.model_type)
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            return ExitCode.OK
+        config = ModelConfig.from_dict(document)
+    except ConfigError as error:
+        raise ConfigError(f"{args.file}: {error}") from None
+    check_model_type(config.model_type)
+    storage = config.split_storage_config
+    if storage is not None and storage.auto_save and not args.storage_claim:
         print(
-            yaml.safe_dump(split_model_to_model_config(document).to_dict(), sort_keys=False), end=""
+            "warning: auto_save is on but no --storage-claim was given: the SplitModel gets the "
+            "operator's default storage, or is refused if it has none",
+            file=sys.stderr,
         )
-    else:
-        manifest = model_config_to_split_model(
-            ModelConfig.from_dict(document),
-            namespace=args.namespace,
-            storage_claim=args.storage_claim,
-            source_claim=args.source_claim,
-        )
-        print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    manifest = model_config_to_split_model(
+        config,
+        namespace=args.namespace,
+        storage_claim=args.storage_claim,
+        source_claim=args.source_claim,
+    )
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
     return ExitCode.OK
 
 
@@ -253,9 +280,11 @@ def _format_metadata(path: Path, metadata: dict[str, Any]) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
-def _metadata_files(target: Path) -> list[Path]:
+def _metadata_files(typed: str) -> list[Path]:
+    """The metadata files of a component or a storage folder; errors name the path as typed."""
     from splitcore.storage import COMPONENTS, METADATA_SUFFIX, StorageManager
 
+    target = Path(typed)
     if target.is_dir():
         found = [
             path
@@ -265,10 +294,10 @@ def _metadata_files(target: Path) -> list[Path]:
         if not found:
             found = sorted(target.glob(f"*{METADATA_SUFFIX}"))
         if not found:
-            raise FileNotFoundError(f"no *{METADATA_SUFFIX} files under {target}")
+            raise FileNotFoundError(f"no *{METADATA_SUFFIX} files under {typed}")
         return found
     if not os.path.lexists(target):
-        raise FileNotFoundError(f"{target} does not exist")
+        raise FileNotFoundError(f"{typed} does not exist")
     if target.name.endswith(METADATA_SUFFIX):
         return [target]
     return [StorageManager.get_model_metadata_path(target)]
@@ -277,10 +306,10 @@ def _metadata_files(target: Path) -> list[Path]:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from splitcore.storage import read_metadata
 
-    files = _metadata_files(Path(args.target))
+    files = _metadata_files(args.target)
     documents = [read_metadata(path) for path in files]
-    if args.json:
-        print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2))
+    if args.json:  # always a list, one document per component, whatever the target
+        print(json.dumps(documents, indent=2))
     else:
         print("\n\n".join(_format_metadata(p, d) for p, d in zip(files, documents, strict=True)))
     return ExitCode.OK
@@ -305,6 +334,15 @@ def _add_result_file(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default shown (unless it has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -319,12 +357,12 @@ def _add_command(
         help=summary,
         description=description,
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from splitcore import sources
+    from splitcore import serve_command, sources
     from splitcore.models import SUPPORTED_MODEL_TYPES
     from splitcore.weights import FORMATS
 
@@ -332,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="splitcore",
         description="Split transformer checkpoints into bottom / trunk / top components.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"splitcore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     split = _add_command(
@@ -349,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-type",
         default="auto",
         choices=SUPPORTED_MODEL_TYPES,
-        help="model family; 'auto' reads config.json (default: auto)",
+        help="model family; 'auto' reads config.json",
     )
     split.add_argument(
         "--model",
@@ -370,17 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P1-P2",
         help="split points, e.g. 2-10: 0 < P1 < P2 < number of layers",
     )
-    split.add_argument(
-        "--storage", default="./models", metavar="DIR", help="storage folder (default: ./models)"
-    )
+    split.add_argument("--storage", default="./models", metavar="DIR", help="storage folder")
     split.add_argument(
         "--model-name",
         metavar="NAME",
         help="name used in file names (default: last component of --model)",
     )
-    split.add_argument(
-        "--format", choices=FORMATS, default="pt", help="component file format (default: pt)"
-    )
+    split.add_argument("--format", choices=FORMATS, default="pt", help="component file format")
     split.add_argument(
         "--no-save",
         action="store_true",
@@ -391,7 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept pickled .bin checkpoints (loaded with weights_only=True)",
     )
-    split.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    split.add_argument(
+        "--quiet", action="store_true", help="no progress lines and no save report; only the result"
+    )
+    split.add_argument(
+        "--json",
+        action="store_true",
+        help="only the JSON result on stdout (human lines go to stderr); same as --result-file -",
+    )
     split.add_argument(
         "--verify",
         action="store_true",
@@ -415,10 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_split_location(verify)
     verify.add_argument("--source", metavar="CHECKPOINT", help="source checkpoint to compare with")
-    verify.add_argument("--device", default="cpu", help="device for the probe (default: cpu)")
-    verify.add_argument(
-        "--tolerance", type=float, default=1e-5, help="max abs diff allowed (default: 1e-5)"
-    )
+    verify.add_argument("--device", default="cpu", help="device for the probe")
+    verify.add_argument("--tolerance", type=float, default=1e-5, help="max abs diff allowed")
     verify.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -466,15 +506,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sources.configure_parser(fetch)
 
+    serve = _add_command(
+        commands, "serve", serve_command.SUMMARY, serve_command.SUMMARY, serve_command.EXAMPLE
+    )
+    serve_command.configure_parser(serve)
+    serve.set_defaults(handler=serve_command.run, result_file=None)
+
     inspect = _add_command(
         commands,
         "inspect",
         "print the metadata of a component file or of a storage folder",
         "Print the metadata of a component (its .pt, .safetensors or "
         "*_metadata.json) or of every component under a storage folder.",
+        "splitcore inspect ./models --json | jq '.[] | {component, num_parameters}'",
     )
     inspect.add_argument("target", metavar="FILE_OR_DIR", help="component file or storage folder")
-    inspect.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    inspect.add_argument(
+        "--json", action="store_true", help="print the metadata as a JSON list (one per component)"
+    )
     inspect.set_defaults(handler=cmd_inspect, result_file=None)
     return parser
 
@@ -487,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `splitcore inspect ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return ExitCode.OK
     except Exception as error:
         reason = _classify(error)
         message = _one_line(str(error))

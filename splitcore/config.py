@@ -107,7 +107,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{where or 'top level'}: unknown field{'s' if len(unknown) > 1 else ''} "
             f"{clip(', '.join(shown(k) for k in unknown), 200)}; known fields: {', '.join(known)}"
         )
     values = {

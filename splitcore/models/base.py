@@ -18,14 +18,19 @@ from torch import nn
 from splitcore.storage import Component, TensorSummary, build_metadata, save_component
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedConfig
+    from transformers import Cache, PreTrainedConfig
 
     from splitcore.models.family import FamilyAdapter
 
 
-def default_positions(hidden_states: torch.Tensor) -> torch.Tensor:
-    """Positions as transformers 5 computes them without a cache: `arange(T)`, batch-broadcast."""
-    return torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)
+def default_positions(inputs: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+    """Positions as transformers 5 computes them when none are given: `past + arange(T)`.
+
+    `inputs` is `[B, T]` ids or `[B, T, H]` hidden states; the result broadcasts over the batch.
+    With left padding, pass positions that follow the attention mask instead (as `generate` does).
+    """
+    positions = torch.arange(past_length, past_length + inputs.shape[1], device=inputs.device)
+    return positions.unsqueeze(0)
 
 
 @dataclass(frozen=True)
@@ -115,13 +120,45 @@ class BaseSplitModel(nn.Module):
     def num_layers(self) -> int:
         return self.end_layer - self.start_layer
 
+    def new_cache(self) -> Cache:
+        """An empty KV cache for this component's layers (decoder families only).
+
+        The cache is indexed by global layer index, like the layers, so the cache of a trunk
+        holds keys and values of the trunk's layers only.
+        """
+        if not self.adapter.supports_cache:
+            raise TypeError(f"{type(self).__name__} is an encoder: it has no KV cache")
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.config)
+
+    def positions(
+        self, inputs: torch.Tensor, position_ids: torch.Tensor | None, cache: Cache | None
+    ) -> torch.Tensor:
+        """`position_ids` if given, else the next positions after what `cache` holds."""
+        if position_ids is not None:
+            return position_ids
+        past_length = 0 if cache is None else cache.get_seq_length(self.start_layer)
+        return default_positions(inputs, past_length)
+
     def run_layers(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
-        kwargs_for = self.adapter.layer_kwargs(self, hidden_states, attention_mask, position_ids)
+        """Run this component's layers; with `cache`, append their keys and values to it.
+
+        With a cache, `attention_mask` covers the cached positions and the new ones
+        (`[B, past + T]`), as in transformers' generation loop.
+        """
+        if cache is not None and not self.adapter.supports_cache:
+            raise TypeError(f"{type(self).__name__} is an encoder: it takes no KV cache")
+        positions = self.positions(hidden_states, position_ids, cache)
+        kwargs_for = self.adapter.layer_kwargs(
+            self, hidden_states, attention_mask, positions, cache
+        )
         for index, layer in self.split_layers.items():
             output = layer(hidden_states, **kwargs_for(int(index)))
             hidden_states = output[0] if isinstance(output, tuple) else output
@@ -165,17 +202,19 @@ class BottomModel(BaseSplitModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
         **inputs: Any,
     ) -> torch.Tensor:
-        """`input_ids [B, T]` -> hidden states `[B, T, H]`."""
+        """`input_ids [B, T]` -> hidden states `[B, T, H]` (see `run_layers` for `cache`)."""
         unexpected = set(inputs) - set(self.adapter.embedding_inputs)
         if unexpected:
             raise TypeError(
                 f"{type(self).__name__} takes no {', '.join(sorted(unexpected))}; its extra "
                 f"inputs are: {', '.join(self.adapter.embedding_inputs) or 'none'}"
             )
-        hidden_states = self.adapter.embed(self, input_ids, position_ids, **inputs)
-        return self.run_layers(hidden_states, attention_mask, position_ids)
+        positions = self.positions(input_ids, position_ids, cache)
+        hidden_states = self.adapter.embed(self, input_ids, positions, **inputs)
+        return self.run_layers(hidden_states, attention_mask, positions, cache)
 
 
 class TrunkModel(BaseSplitModel):
@@ -188,9 +227,10 @@ class TrunkModel(BaseSplitModel):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
         """Hidden states `[B, T, H]` -> hidden states `[B, T, H]`."""
-        return self.run_layers(hidden_states, attention_mask, position_ids)
+        return self.run_layers(hidden_states, attention_mask, position_ids, cache)
 
 
 class TopModel(BaseSplitModel):
@@ -203,9 +243,10 @@ class TopModel(BaseSplitModel):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
     ) -> Any:
         """Hidden states `[B, T, H]` -> the family's output (logits `[B, T, V]` for LMs)."""
-        hidden_states = self.run_layers(hidden_states, attention_mask, position_ids)
+        hidden_states = self.run_layers(hidden_states, attention_mask, position_ids, cache)
         return self.adapter.finish(self, hidden_states)
 
 

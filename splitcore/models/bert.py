@@ -14,7 +14,7 @@ from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 if TYPE_CHECKING:
     import torch
     from torch import nn
-    from transformers import PreTrainedConfig
+    from transformers import Cache, PreTrainedConfig
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     from splitcore.models.base import BaseSplitModel
@@ -24,6 +24,7 @@ POOLER_WEIGHT = "pooler.dense.weight"
 
 class BertAdapter(FamilyAdapter):
     is_encoder = True
+    supports_cache = False
     embedding_inputs = ("token_type_ids",)
     layout = TensorLayout(
         root="",
@@ -59,7 +60,7 @@ class BertAdapter(FamilyAdapter):
         self,
         bottom: BaseSplitModel,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
         **inputs: Any,
     ) -> torch.Tensor:
         embeddings: torch.Tensor = bottom.part("embeddings")(
@@ -74,7 +75,8 @@ class BertAdapter(FamilyAdapter):
         component: BaseSplitModel,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: Cache | None,
     ) -> LayerKwargs:
         from transformers.masking_utils import create_bidirectional_mask
 

@@ -26,7 +26,7 @@ from splitcore.storage import COMPONENTS, Component
 if TYPE_CHECKING:
     import torch
     from torch import nn
-    from transformers import PreTrainedConfig
+    from transformers import Cache, PreTrainedConfig
 
     from splitcore.models.base import BaseSplitModel
 
@@ -100,6 +100,8 @@ class FamilyAdapter:
     #: encoders (BERT) pad on the right and are compared with `AutoModel`; decoders pad on
     #: the left and are compared with `AutoModelForCausalLM`.
     is_encoder: ClassVar[bool] = False
+    #: whether the layers keep a KV cache (`Cache`) for generation; encoders do not.
+    supports_cache: ClassVar[bool] = True
 
     def __init__(self, model_type: str, class_prefix: str) -> None:
         self.model_type = model_type
@@ -156,7 +158,7 @@ class FamilyAdapter:
         self,
         bottom: BaseSplitModel,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
         **inputs: Any,
     ) -> torch.Tensor:
         raise NotImplementedError
@@ -166,9 +168,14 @@ class FamilyAdapter:
         component: BaseSplitModel,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: Cache | None,
     ) -> LayerKwargs:
-        """Keyword arguments for layer `index`: masks and positions, as the full model builds."""
+        """Keyword arguments for layer `index`: masks, positions and cache, as the full model.
+
+        With a cache, masks are sized against the cache layers of this component (its first
+        layer of each attention kind), which are the only ones it fills.
+        """
         raise NotImplementedError
 
     def finish(self, top: BaseSplitModel, hidden_states: torch.Tensor) -> Any:

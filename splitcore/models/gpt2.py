@@ -10,7 +10,7 @@ from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 if TYPE_CHECKING:
     import torch
     from torch import nn
-    from transformers import PreTrainedConfig
+    from transformers import Cache, PreTrainedConfig
 
     from splitcore.models.base import BaseSplitModel
 
@@ -56,16 +56,12 @@ class GPT2Adapter(FamilyAdapter):
         self,
         bottom: BaseSplitModel,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
         **inputs: Any,
     ) -> torch.Tensor:
-        from splitcore.models.base import default_positions
-
         token_type_ids: torch.Tensor | None = inputs.get("token_type_ids")
         wte = bottom.part("wte")
-        embeds = wte(input_ids)
-        positions = default_positions(embeds) if position_ids is None else position_ids
-        hidden_states = embeds + bottom.part("wpe")(positions)
+        hidden_states = wte(input_ids) + bottom.part("wpe")(position_ids)
         if token_type_ids is not None:
             hidden_states = hidden_states + wte(token_type_ids)
         output: torch.Tensor = bottom.part("drop")(hidden_states)
@@ -76,19 +72,24 @@ class GPT2Adapter(FamilyAdapter):
         component: BaseSplitModel,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: Cache | None,
     ) -> LayerKwargs:
         from transformers.masking_utils import create_causal_mask
 
-        from splitcore.models.base import default_positions
-
-        positions = default_positions(hidden_states) if position_ids is None else position_ids
         if attention_mask is not None and attention_mask.ndim < 4:
             attention_mask = attention_mask.view(hidden_states.shape[0], -1)
         # Eager GPT-2 attention has no causal mask of its own: build it as GPT2Model does.
         # Positional arguments: the cache argument was renamed across transformers 5.x.
-        mask = create_causal_mask(component.config, hidden_states, attention_mask, None, positions)
-        kwargs = {"attention_mask": mask, "position_ids": positions}
+        mask = create_causal_mask(
+            component.config,
+            hidden_states,
+            attention_mask,
+            cache,
+            position_ids,
+            layer_idx=component.start_layer,
+        )
+        kwargs = {"attention_mask": mask, "position_ids": position_ids, "cache": cache}
         return lambda index: kwargs
 
     def finish(self, top: BaseSplitModel, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from splitcore.models.family import FamilyAdapter, LayerKwargs, TensorLayout
 if TYPE_CHECKING:
     import torch
     from torch import nn
-    from transformers import PreTrainedConfig
+    from transformers import Cache, PreTrainedConfig
 
     from splitcore.models.base import BaseSplitModel
 
@@ -79,7 +79,7 @@ class LlamaLayoutAdapter(FamilyAdapter):
         self,
         bottom: BaseSplitModel,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
         **inputs: Any,
     ) -> torch.Tensor:
         embeds: torch.Tensor = bottom.part("embed_tokens")(input_ids)
@@ -90,32 +90,36 @@ class LlamaLayoutAdapter(FamilyAdapter):
         component: BaseSplitModel,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: Cache | None,
     ) -> LayerKwargs:
         from transformers.masking_utils import (
             create_causal_mask,
             create_sliding_window_causal_mask,
         )
 
-        from splitcore.models.base import default_positions
-
         config = component.config
-        positions = default_positions(hidden_states) if position_ids is None else position_ids
         builders = {
             FULL_ATTENTION: create_causal_mask,
             SLIDING_ATTENTION: create_sliding_window_causal_mask,
         }
         types = {index: layer_type(config, index) for index in map(int, component.split_layers)}
+        first_of_kind = {
+            kind: min(i for i, k in types.items() if k == kind) for kind in types.values()
+        }
         # Positional arguments: the cache argument was renamed across transformers 5.x.
         masks = {
-            kind: builders[kind](config, hidden_states, attention_mask, None, positions)
-            for kind in set(types.values())
+            kind: builders[kind](
+                config, hidden_states, attention_mask, cache, position_ids, layer_idx=first
+            )
+            for kind, first in first_of_kind.items()
         }
-        rotary = component.part("rotary_emb")(hidden_states, positions)
+        rotary = component.part("rotary_emb")(hidden_states, position_ids)
         return lambda index: {
             "attention_mask": masks[types[index]],
             "position_embeddings": rotary,
-            "position_ids": positions,
+            "position_ids": position_ids,
+            "cache": cache,
         }
 
     def finish(self, top: BaseSplitModel, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,10 @@ def test_a_hub_id_needs_no_source(body, config):
     body["spec"]["modelPath"] = "openai-community/gpt2"
     spec = resolve_spec(body, config)
     assert (spec.model_path, spec.source_claim, spec.hub, spec.s3) == (
-        "", None, HubSource("openai-community/gpt2"), None
+        "",
+        None,
+        HubSource("openai-community/gpt2"),
+        None,
     )
 
 
@@ -134,6 +137,6 @@ def test_the_spec_hash_follows_the_work_not_the_deletion_policy(body, config):
 
 def test_a_nul_byte_in_a_path_is_named_as_such(body, config):
     body["spec"]["modelPath"] = "gpt2\0x"
-    with pytest.raises(SpecError, match="spec.modelPath must not contain a NUL byte") as error:
+    with pytest.raises(SpecError, match=r"spec\.modelPath must not contain a NUL byte") as error:
         resolve_spec(body, config)
     assert error.value.reason == "InvalidPath"

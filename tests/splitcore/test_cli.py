@@ -58,8 +58,10 @@ def test_result_file_holds_compact_json_matching_the_metadata(gpt2_checkpoint, t
         "format",
         "saved",
         "numLayers",
+        "reused",
         "components",
     ]
+    assert result["reused"] is False  # a local folder has no revision to reuse files of
     for component in result["components"]:
         metadata = json.loads(Path(component["metadataPath"]).read_text())
         weights = Path(component["path"])
@@ -187,8 +189,12 @@ def test_inspect_prints_every_component(gpt2_checkpoint, tmp_path, capsys):
     assert "  model_class     GPT2TrunkModel" in out
     assert "  layers          [2, 10) (8 layers)" in out
     assert main(["inspect", "--json", str(tmp_path / "top" / "gpt2_2-10_top.pt")]) == 0
-    document = json.loads(capsys.readouterr().out)
+    (document,) = json.loads(capsys.readouterr().out)  # always a list, even of one
     assert (document["component"], document["start_layer"]) == ("top", 10)
+    assert main(["inspect", "--json", str(tmp_path)]) == 0
+    assert [d["component"] for d in json.loads(capsys.readouterr().out)] == [
+        "bottom", "trunk", "top"
+    ]  # fmt: skip
 
 
 def test_inspect_of_nothing_exits_2(tmp_path, capsys):

@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from splitcore.formats import FormatError, SafetensorsFile, write_torch_zip
 from splitcore.atomic import atomic_writer
+from splitcore.formats import FormatError, SafetensorsFile, write_torch_zip
 from splitcore.weights import as_tensor_data, write_weights
 
 DTYPES = [

@@ -321,8 +321,7 @@ def test_split_from_the_hub_records_the_revision_and_reuses_files_of_the_same_re
     storage, result_file = tmp_path / "models", tmp_path / "result.json"
     command = [
         "split", "--hub", REPO_ID, "--endpoint", hub.url, "--model-path", "gpt2",
-        "--split", "2-10", "--storage", str(storage), "--quiet",
-        "--result-file", str(result_file),
+        "--split", "2-10", "--storage", str(storage), "--result-file", str(result_file),
     ]  # fmt: skip
     assert cli_main(command) == ExitCode.OK
     first = json.loads(result_file.read_text())
