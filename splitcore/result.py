@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from enum import IntEnum, StrEnum
+from pathlib import PurePath
 from typing import Any, Self
 
 from splitcore.storage import Component
@@ -213,7 +214,8 @@ def camel_document(value: Any) -> Any:
 class ComponentResult:
     """One component: what the Job reports and what `status.components[]` records.
 
-    Every field except the two paths is a key of the component's metadata file.
+    Every field except the paths is a key of the component's metadata file. `sub_path` is
+    the weight file relative to the storage claim's root: a pod's `volumeMounts[].subPath`.
     """
 
     name: Component
@@ -228,8 +230,9 @@ class ComponentResult:
     path: str | None = None
     metadata_path: str | None = None
     sha256: str | None = None
+    sub_path: str | None = None
 
-    PATH_FIELDS = ("path", "metadata_path")
+    PATH_FIELDS = ("path", "metadata_path", "sub_path")
 
     @classmethod
     def from_metadata(
@@ -244,6 +247,7 @@ class ComponentResult:
             **values,
             path=str(path) if path else None,
             metadata_path=str(metadata_path) if metadata_path else None,
+            sub_path=f"{metadata['component']}/{PurePath(str(path)).name}" if path else None,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ async def test_happy_path_writes_the_guides_layout_and_records_it(cluster, gpt2_
             "name": name,
             "path": f"/models/{name}/gpt2-a_2-10_{name}.pt",
             "metadataPath": f"/models/{name}/gpt2-a_2-10_{name}_metadata.json",
+            "subPath": f"{name}/gpt2-a_2-10_{name}.pt",
             "modelClass": metadata["model_class"],
             "startLayer": metadata["start_layer"],
             "endLayer": metadata["end_layer"],

@@ -78,7 +78,9 @@ def test_result_file_holds_compact_json_matching_the_metadata(gpt2_checkpoint, t
             "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "savedAt": metadata["saved_at"],
             "dtype": "float32",
+            "subPath": f"{metadata['component']}/{weights.name}",  # relative to --storage
         }
+        assert weights == tmp_path / "models" / component["subPath"]
 
 
 def test_cli_and_library_write_identical_files(gpt2_checkpoint, tmp_path, capsys):
