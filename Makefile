@@ -19,13 +19,22 @@ help:  ## list the targets
 
 setup: $(VENV)/.installed  ## create .venv with the project and its dev tools (CI-pinned)
 
-$(VENV)/.installed: pyproject.toml constraints/ci.txt
+# The library and its CLI only (CPU torch, transformers): all `make demo` needs.
+$(VENV)/.runtime: pyproject.toml constraints/ci.txt
+	@echo "==> creating $(VENV) with splitcore and CPU PyTorch (about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e .
+	touch $@
+
+# Everything the tests and linters need, on top of the runtime.
+$(VENV)/.installed: $(VENV)/.runtime
+	@echo "==> adding the operator, test and lint tools to $(VENV)"
 	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e '.[dev]'
 	touch $@
 
-demo: setup  ## split a small random-weight GPT-2 into ./models, no cluster needed
+demo: $(VENV)/.runtime  ## split a small random-weight GPT-2 into ./models, no cluster needed
+	@echo "==> writing a random-weight GPT-2 checkpoint (nothing is downloaded)"
 	$(BIN)/python -m splitcore.demo demo/checkpoints/gpt2
 	$(BIN)/splitcore split --model-type gpt2 --model demo/checkpoints/gpt2 --split 2-10 --storage ./models
 	$(BIN)/splitcore inspect ./models

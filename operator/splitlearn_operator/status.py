@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from splitcore.result import ComponentResult, Reason, Verification
+from splitcore.result import ComponentResult, Reason, SourceRevision, Verification
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -100,6 +100,7 @@ class SplitModelStatus:
     storage_claim: str | None = None
     components: tuple[ComponentResult, ...] = ()  # the Job's result, field for field
     verification: Verification | None = None
+    source: SourceRevision | None = None  # which hub commit / S3 digest was split
     last_failure: Failure | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +117,7 @@ class SplitModelStatus:
                 for c in self.components
             ],
             "verification": self.verification.to_json() if self.verification else None,
+            "source": self.source.to_json() if self.source else None,
             "lastFailure": self.last_failure.to_dict() if self.last_failure else None,
         }
         return document
@@ -134,6 +136,7 @@ class SplitModelStatus:
             storage_claim=data.get("storageClaim"),
             components=tuple(ComponentResult.from_json(c) for c in data.get("components") or ()),
             verification=Verification.from_json(verification) if verification else None,
+            source=SourceRevision.from_json(data["source"]) if data.get("source") else None,
             last_failure=Failure(
                 str(failure.get("reason", "")),
                 str(failure.get("message", "")),
@@ -216,6 +219,7 @@ def ready(
     saved: bool,
     verification: Verification | None,
     moment: str,
+    source: SourceRevision | None = None,
 ) -> SplitModelStatus:
     reason = Progress.SUCCEEDED if saved else Progress.PLANNED
     message = (
@@ -233,6 +237,7 @@ def ready(
         ),
         components=components,
         verification=verification,
+        source=source,
     )
 
 

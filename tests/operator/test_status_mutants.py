@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from splitcore.result import Reason, Verification
+from splitcore.result import Reason, SourceFile, SourceRevision, Verification
 from splitlearn_operator import status as states
 from splitlearn_operator.status import Condition, Failure, SplitModelStatus, now_rfc3339
 from support.status_fixtures import COMPONENTS, T0, T1
@@ -45,6 +45,7 @@ def test_reconciling_writes_the_job_the_spec_hash_and_the_claim():
         "storageClaim": "claim-4",
         "components": [],
         "verification": None,
+        "source": None,
         "lastFailure": None,
     }
 
@@ -64,6 +65,7 @@ def test_queued_writes_the_spec_hash_and_why_it_waits():
         "storageClaim": None,
         "components": [],
         "verification": None,
+        "source": None,
         "lastFailure": None,
     }
 
@@ -89,6 +91,7 @@ def test_ready_writes_the_components_and_the_verification(saved, reason, message
         "storageClaim": "claim-4",
         "components": [c.to_json() for c in COMPONENTS],
         "verification": {"ok": True, "maxAbsDiff": "3.1e-07"},
+        "source": None,
         "lastFailure": None,
     }
 
@@ -107,8 +110,19 @@ def test_stalled_writes_the_reason_and_the_last_failure():
         "storageClaim": "claim-4",
         "components": [],
         "verification": None,
+        "source": None,
         "lastFailure": {"reason": "OOMKilled", "message": "out of memory", "time": T1},
     }
+
+
+def test_the_source_revision_is_written_and_read_back():
+    source = SourceRevision("c0ffee" * 6 + "abcd", (SourceFile("gpt2/config.json", 10, "ab" * 32),))
+    status = states.ready(SplitModelStatus(), 1, (), True, None, T1, source=source)
+    assert status.to_dict()["source"] == {
+        "revision": "c0ffee" * 6 + "abcd",
+        "files": [{"path": "gpt2/config.json", "size": 10, "sha256": "ab" * 32}],
+    }
+    assert SplitModelStatus.from_dict(status.to_dict()) == status
 
 
 def test_reading_back_a_written_failure_and_verification():

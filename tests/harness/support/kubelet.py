@@ -15,6 +15,7 @@ interpreter lives where only root may run it); ttlSecondsAfterFinished.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import secrets
@@ -35,6 +36,7 @@ from support.repo import REPO
 JOBS = resource("batch", "v1", "jobs")
 PODS = resource("", "v1", "pods")
 PVCS = resource("", "v1", "persistentvolumeclaims")
+SECRETS = resource("", "v1", "secrets")
 TERMINATION_LIMIT = 4096
 
 
@@ -155,6 +157,23 @@ class Kubelet:
                 created.mkdir()
             self._created_mountpoints.append(created)
 
+    def _env(self, container: dict[str, Any], namespace: str) -> dict[str, str] | None:
+        """The container's env, `secretKeyRef`s resolved from the API; None if one is missing."""
+        env = {}
+        for item in container.get("env", []):
+            reference = item.get("valueFrom", {}).get("secretKeyRef")
+            if reference is None:
+                env[item["name"]] = item["value"]
+                continue
+            secret = self.api.get(SECRETS, namespace, reference["name"]) or {}
+            if reference["key"] in (secret.get("stringData") or {}):
+                env[item["name"]] = secret["stringData"][reference["key"]]
+            elif reference["key"] in (secret.get("data") or {}):
+                env[item["name"]] = base64.b64decode(secret["data"][reference["key"]]).decode()
+            else:
+                return None
+        return env
+
     def _script(self, pod_dir: Path, spec: dict[str, Any], namespace: str) -> str | None:
         """The mount commands and the exec; None when a claim is missing (pod Pending)."""
         container = spec["containers"][0]
@@ -261,10 +280,10 @@ class Kubelet:
         binary = shutil.which(
             command[0], path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
         )
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            **{item["name"]: item["value"] for item in container.get("env", [])},
-        }
+        variables = self._env(container, namespace)
+        if variables is None:
+            return  # Pending (CreateContainerConfigError): a Secret or its key is missing
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **variables}
         owner = metadata.get("labels", {}).get("splitlearn.io/splitmodel", "")
         fault = self.faults.get(owner) or self.faults.get(job_name)
         if fault and fault.kind == "hang":

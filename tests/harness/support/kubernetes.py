@@ -148,6 +148,7 @@ CORE_RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/pods": ("Pod", True, {"status", "log"}),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, {"status"}),
     "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/secrets": ("Secret", True, set()),
     "v1/services": ("Service", True, {"status"}),
     "v1/serviceaccounts": ("ServiceAccount", True, set()),
     "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),

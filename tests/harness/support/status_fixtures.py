@@ -17,7 +17,8 @@ COMPONENTS = tuple(
     ComponentResult(name, f"GPT2{name.capitalize()}Model", start, end, end - start,
                     3_000_000_000, 12_000_000_000, T1, "float32",
                     f"/models/{name}/x_2-10_{name}.pt",
-                    f"/models/{name}/x_2-10_{name}_metadata.json", "ab" * 32)
+                    f"/models/{name}/x_2-10_{name}_metadata.json", "ab" * 32,
+                    f"{name}/x_2-10_{name}.pt")
     for name, start, end in (("bottom", 0, 2), ("trunk", 2, 10), ("top", 10, 12))
 )  # fmt: skip
 
