@@ -21,6 +21,7 @@ from splitcore.result import Reason
 from splitcore.storage import validate_model_name
 from splitcore.weights import FORMATS
 from splitlearn_operator.config import SOURCE_MOUNT, OperatorConfig
+from splitlearn_operator.sources import HubSource, S3Source, SecretKey
 
 DELETION_POLICIES = ("Retain", "Delete")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
@@ -62,34 +63,6 @@ class StorageClaim:
     size: str | None = None
     storage_class: str | None = None
     access_modes: tuple[str, ...] = ("ReadWriteOnce",)
-
-
-@dataclass(frozen=True)
-class SecretKey:
-    """One key of a Secret, handed to the Job only as an env var (`secretKeyRef`)."""
-
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """A Hugging Face hub repository (or a mirror of the hub's API)."""
-
-    repo_id: str
-    revision: str | None = None
-    endpoint: str | None = None
-    token: SecretKey | None = None
-
-
-@dataclass(frozen=True)
-class S3Source:
-    """An S3-compatible prefix; `credentials` names a Secret with the AWS_* keys."""
-
-    uri: str
-    endpoint_url: str | None = None
-    region: str | None = None
-    credentials: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import pytest
 
 from splitcore.config import ServerConfig
 from splitlearn_operator.config import OperatorConfig
-from splitlearn_operator.spec import HubSource, SpecError, StorageClaim, resolve_spec
+from splitlearn_operator.sources import HubSource
+from splitlearn_operator.spec import SpecError, StorageClaim, resolve_spec
 
 
 def test_resolves_paths_names_and_defaults(body, config):
