@@ -1,8 +1,10 @@
 """Operator benchmarks on the e2e harness's emulated API server (never timed tests).
 
-`jobs` (default): 200 SplitModels at once, our operator against a minimal kopf operator
+`jobs` (default): N SplitModels at once, our operator against a minimal kopf operator
 that only creates one Job per resource (the floor for "kopf + one Job"), as processes in the
-same run on fresh stores: time until all 200 Jobs exist, and peak RSS.
+same run on fresh stores: time until all N Jobs exist, the cost per object (that time / N),
+and peak RSS, at each size given. A cost per object that grows with N means something scans
+all objects per event; ours should stay flat and within 1.5x of the minimal one.
 
 `lifecycle`: 200 SplitModels created, updated (a new split) and deleted (half with
 deletionPolicy: Delete, so cleanup Jobs run), with the test kubelet really running every Job,
@@ -10,7 +12,7 @@ for two rounds against one operator process: time per phase, the most Jobs ever 
 once (must not exceed max_models), errors, stuck finalizers, and the operator's RSS after
 each round (flat is the target).
 
-    python benchmarks/operator_bench.py [jobs] [--count 200] [--rounds 3]
+    python benchmarks/operator_bench.py [jobs] [--sizes 200,1000,2000] [--rounds 3]
     python benchmarks/operator_bench.py lifecycle [--count 200] [--rounds 2] [--max-models 5]
 """
 
@@ -64,7 +66,9 @@ async def create(body, namespace, name, **_):
 """
 
 
-async def one_round(kind: str, count: int, directory: Path) -> tuple[float, int]:
+async def one_round(kind: str, count: int, directory: Path) -> tuple[float, int, float]:
+    """Seconds until every Job exists, the operator's peak RSS, and the CPU seconds it spent
+    meanwhile (a figure that other load on the machine disturbs less than the wall time)."""
     api = RealisticKubernetes()
     async with api, Server(api):
         api.install_crd(CRD)
@@ -106,6 +110,7 @@ async def one_round(kind: str, count: int, directory: Path) -> tuple[float, int]
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # both are watching; start the clock
         peak = 0
+        cpu_before = cpu_seconds(process.pid)
         start = time.perf_counter()
         for index in range(count):
             api.put(
@@ -117,13 +122,20 @@ async def one_round(kind: str, count: int, directory: Path) -> tuple[float, int]
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - start
         peak = max(peak, rss(process.pid))
+        cpu = cpu_seconds(process.pid) - cpu_before
         process.terminate()
         await process.wait()
-        return elapsed, peak
+        return elapsed, peak, cpu
 
 
 def resource_of(api: RealisticKubernetes):  # the SplitModel resource as installed
     return next(ref for ref in api.schemas)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:
@@ -214,44 +226,65 @@ async def lifecycle(count: int, rounds: int, max_models: int) -> int:
     return 0
 
 
+async def compare(sizes: list[int], rounds: int) -> int:
+    """Both operators at each size, interleaved round by round; medians per size."""
+    kinds = ("minimal", "splitlearn")
+    results: dict[tuple[str, int], list[tuple[float, int, float]]] = {}
+    with tempfile.TemporaryDirectory() as temp:
+        for count in sizes:
+            for round_number in range(1, rounds + 1):
+                for kind in kinds:
+                    directory = Path(temp) / f"{kind}-{count}-{round_number}"
+                    directory.mkdir()
+                    elapsed, peak, cpu = await one_round(kind, count, directory)
+                    results.setdefault((kind, count), []).append((elapsed, peak, cpu))
+                    print(
+                        f"  {count:>5} SplitModels, round {round_number}, {kind:<10} "
+                        f"{elapsed:6.2f} s ({elapsed / count * 1000:5.2f} ms/object, CPU "
+                        f"{cpu / count * 1000:5.2f} ms/object), peak RSS {peak / 2**20:4.0f} MiB",
+                        flush=True,
+                    )
+    print(f"\nmedians of {rounds} rounds; wall: seconds until every Job exists, per object in ms;")
+    print("CPU: the operator process's CPU time meanwhile, per object in ms")
+    print(
+        "| SplitModels | minimal wall s | minimal ms/obj | ours wall s | ours ms/obj "
+        "| ours / minimal | CPU ms/obj minimal / ours (ratio) | peak RSS MiB minimal / ours |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for count in sizes:
+        wall, peak, cpu = (
+            [statistics.median(r[field] for r in results[(kind, count)]) for kind in kinds]
+            for field in range(3)
+        )
+        cpu_ms = [seconds / count * 1000 for seconds in cpu]
+        print(f"| {count} | {wall[0]:.2f} | {wall[0] / count * 1000:.2f} | {wall[1]:.2f} | "
+              f"{wall[1] / count * 1000:.2f} | {wall[1] / wall[0]:.2f} | {cpu_ms[0]:.2f} / "
+              f"{cpu_ms[1]:.2f} ({cpu_ms[1] / cpu_ms[0]:.2f}) | {peak[0] / 2**20:.0f} / "
+              f"{peak[1] / 2**20:.0f} |")  # fmt: skip
+    print("\ntarget: ours / minimal <= 1.5 at every size, and a flat cost per object")
+    return 0
+
+
+def sizes_of(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 200,1000,2000, got {text!r}")
+    return sizes
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("mode", nargs="?", choices=("jobs", "lifecycle"), default="jobs")
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--sizes", type=sizes_of, default=[200], help="jobs: SplitModel counts")
+    parser.add_argument("--count", type=int, default=200, help="lifecycle: SplitModel count")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--max-models", type=int, default=5)
     args = parser.parse_args()
     if args.mode == "lifecycle":
         return await lifecycle(args.count, args.rounds or 2, args.max_models)
-    args.rounds = args.rounds or 3
-    results: dict[str, list[tuple[float, int]]] = {"minimal": [], "splitlearn": []}
-    with tempfile.TemporaryDirectory() as temp:
-        for round_number in range(1, args.rounds + 1):
-            for kind in results:
-                directory = Path(temp) / f"{kind}-{round_number}"
-                directory.mkdir()
-                elapsed, peak = await one_round(kind, args.count, directory)
-                results[kind].append((elapsed, peak))
-                print(
-                    f"  round {round_number} {kind:<10} {elapsed:6.2f} s to {args.count} Jobs, "
-                    f"peak RSS {peak / 2**20:5.0f} MiB",
-                    flush=True,
-                )
-    minimal = statistics.median(r[0] for r in results["minimal"])
-    ours = statistics.median(r[0] for r in results["splitlearn"])
-    print(f"\n{args.count} SplitModels, medians of {args.rounds}:")
-    print("| operator | seconds to all Jobs | x minimal | peak RSS MiB |")
-    print("|---|---|---|---|")
-    for kind, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        print(
-            f"| {kind} | {seconds:.2f} | {seconds / minimal:.2f} | "
-            f"{statistics.median(r[1] for r in runs) / 2**20:.0f} |"
-        )
-    print(f"\nours / minimal = {ours / minimal:.2f} (target <= 1.5)")
-    return 0
+    return await compare(args.sizes, args.rounds or 3)
 
 
 if __name__ == "__main__":

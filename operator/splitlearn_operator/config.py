@@ -4,7 +4,7 @@ Every `ServerConfig` field does something here:
 
 * `host` / `port`: bind of the operator's HTTP endpoint (liveness probe at `/healthz`);
 * `metrics_port` / `enable_monitoring`: the Prometheus endpoint (nothing listens when off);
-* `max_workers`: kopf's limit of concurrent per-object workers;
+* `max_workers`: how many SplitModels are handled at once (reconcile, delete, record);
 * `max_models`: how many split Jobs may run at once; the rest wait as `Queued`;
 * `health_check_interval`: how often the liveness probe really checks the API (cached between);
 * `log_level`: the operator's log level;

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -89,7 +90,7 @@ class ResolvedSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
+    @cached_property  # read several times per reconcile; the spec is frozen
     def spec_hash(self) -> str:
         """Ten hex digits of the sha256 of everything that changes the Job's work."""
         document = asdict(self)
@@ -214,45 +215,40 @@ def _s3_source(source: dict[str, Any]) -> S3Source | None:
     )
 
 
-def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
-    """Validate a SplitModel's spec and apply the operator's defaults; raise `SpecError`."""
-    metadata = body.get("metadata", {})
-    spec = body.get("spec")
-    if not isinstance(spec, dict):
-        raise SpecError(Reason.INVALID_SPEC, "the SplitModel has no spec")
-    name = str(metadata.get("name", ""))
+def _model(spec: dict[str, Any], name: str) -> tuple[str, str]:
+    """`modelId` (default: the resource's name) and `modelType`, checked."""
     model_id = str(spec.get("modelId") or name)
     try:
         validate_model_name(model_id)
     except ValueError as error:
         raise SpecError(Reason.INVALID_MODEL_ID, f"spec.modelId: {error}") from None
-
     model_type = spec.get("modelType", "auto")
     if model_type not in MODEL_TYPES:
         raise SpecError(
             Reason.INVALID_MODEL_TYPE,
             f"spec.modelType {model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}",
         )
+    return model_id, str(model_type)
 
-    storage_config = _mapping(spec, "splitStorageConfig")
-    try:
-        split = SplitPoints.parse(storage_config.get("splitConfig"))
-    except SplitPointError as error:
-        raise SpecError(
-            Reason.INVALID_SPLIT_CONFIG, f"spec.splitStorageConfig.splitConfig: {error}"
-        ) from None
-    auto_save = storage_config.get("autoSave", config.server.auto_save_split_models)
-    storage_path = _storage_path(
-        str(storage_config.get("storagePath") or config.default_storage_path)
-    )
 
+@dataclass(frozen=True)
+class _Source:
+    claim: str | None
+    hub: HubSource | None
+    s3: S3Source | None
+    model_path: str
+    cache_claim: str | None
+
+
+def _source(spec: dict[str, Any], auto_save: bool) -> _Source:
+    """Exactly one of a claim, a hub repository or an S3 prefix, and the folder in it."""
     source = _mapping(spec, "source")
     if sum(bool(source.get(kind)) for kind in ("claimName", "hub", "s3")) > 1:
         raise SpecError(Reason.INVALID_SPEC, "spec.source holds exactly one of claimName, hub, s3")
-    source_claim = source.get("claimName") or None
+    claim = source.get("claimName") or None
     hub, s3 = _hub_source(source), _s3_source(source)
     model_path = str(spec.get("modelPath") or "")
-    if source_claim:
+    if claim:
         model_path = f"{SOURCE_MOUNT}/{_inside_volume(model_path, 'spec.modelPath')}"
     elif hub is None and s3 is None:  # a bare hub id, as before spec.source.hub existed
         if not HUB_ID.match(model_path) or ".." in model_path:
@@ -264,9 +260,14 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
         hub, model_path = HubSource(repo_id=model_path), ""
     elif model_path:
         model_path = _inside_volume(model_path, "spec.modelPath")
-    if (hub or s3) and not auto_save and source.get("cacheClaimName"):
+    cache_claim = source.get("cacheClaimName") or None
+    if (hub or s3) and not auto_save and cache_claim:
         raise SpecError(Reason.INVALID_SPEC, "spec.source.cacheClaimName needs autoSave")
+    return _Source(claim, hub, s3, model_path, cache_claim)
 
+
+def _job_options(spec: dict[str, Any], auto_save: bool) -> tuple[str, str, str, bool]:
+    """`format`, `device`, `deletionPolicy` and `verify`, checked."""
     file_format = spec.get("format", "pt")
     if file_format not in FORMATS:
         raise SpecError(Reason.INVALID_SPEC, f"spec.format must be one of {', '.join(FORMATS)}")
@@ -281,24 +282,46 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
     verify = bool(spec.get("verify", False))
     if verify and not auto_save:
         raise SpecError(Reason.INVALID_SPEC, "spec.verify checks written files: it needs autoSave")
+    return str(file_format), device, str(deletion_policy), verify
 
+
+def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
+    """Validate a SplitModel's spec and apply the operator's defaults; raise `SpecError`."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        raise SpecError(Reason.INVALID_SPEC, "the SplitModel has no spec")
+    name = str(body.get("metadata", {}).get("name", ""))
+    model_id, model_type = _model(spec, name)
+    storage_config = _mapping(spec, "splitStorageConfig")
+    try:
+        split = SplitPoints.parse(storage_config.get("splitConfig"))
+    except SplitPointError as error:
+        raise SpecError(
+            Reason.INVALID_SPLIT_CONFIG, f"spec.splitStorageConfig.splitConfig: {error}"
+        ) from None
+    auto_save = bool(storage_config.get("autoSave", config.server.auto_save_split_models))
+    storage_path = _storage_path(
+        str(storage_config.get("storagePath") or config.default_storage_path)
+    )
+    source = _source(spec, auto_save)
+    file_format, device, deletion_policy, verify = _job_options(spec, auto_save)
     return ResolvedSpec(
         model_id=model_id,
-        model_path=model_path,
-        model_type=str(model_type),
+        model_path=source.model_path,
+        model_type=model_type,
         split_config=str(split),
         storage_path=storage_path,
-        auto_save=bool(auto_save),
+        auto_save=auto_save,
         storage=_storage_claim(spec, name) if auto_save else None,
-        source_claim=source_claim,
-        hub=hub,
-        s3=s3,
-        cache_claim=source.get("cacheClaimName") or None,
+        source_claim=source.claim,
+        hub=source.hub,
+        s3=source.s3,
+        cache_claim=source.cache_claim,
         device=device,
-        file_format=str(file_format),
+        file_format=file_format,
         verify=verify,
         allow_pickle=bool(spec.get("allowPickle", False)),
-        deletion_policy=str(deletion_policy),
+        deletion_policy=deletion_policy,
         resources=dict(spec.get("resources") or config.extras.job_default_resources),
         node_selector=dict(spec.get("nodeSelector") or {}),
         tolerations=list(spec.get("tolerations") or []),

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from support.cluster import JOBS, NAMESPACE, PVCS, Cluster, put_checkpoint, splitmodel
 from support.kubelet import Fault
 
@@ -326,11 +324,6 @@ async def test_a_job_that_dies_without_a_result_is_job_failed(cluster, gpt2_sour
     assert warnings(cluster, "crashing") == [("JobFailed", message)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kopf's worker_limit deadlocks the start-up indexing when a watched kind has more "
-    "objects than max_workers (nolar/kopf#1243): here 2 claims, max_workers 1",
-)
 async def test_max_workers_bounds_the_resources_handled_at_once(cluster, gpt2_source):
     """With `max_workers: 1` a second SplitModel waits for the first one's handler, here held
     inside its Job creation; once that returns, both run."""
