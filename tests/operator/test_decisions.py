@@ -286,3 +286,10 @@ def test_seen_jobs_are_forgotten_without_reaching_the_limit():
         slots.take("ml", name, f"{name}-job")
         view.jobs[("ml", name)] = [job(f"{name}-job", "h", finished=True)]
     assert slots.count(view, limit=10**6) == 0  # no memory of Jobs the watch has shown
+
+
+def test_a_queued_spec_still_creates_or_owns_its_claim(created_claim_spec):
+    """Waiting for a slot does not wait for the claim: it is made while the Job queues."""
+    cluster = seen(storage_claim=ClaimState.MISSING, running=2, limit=2)
+    decision = decide(cluster, created_claim_spec, SplitModelStatus(), GENERATION)
+    assert decision == Queue((), 2, 2, ClaimFix.CREATE)
