@@ -92,7 +92,7 @@ class HashingSink:
         return self.sha256
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -227,7 +227,7 @@ class StagedFile:
             raise
         os.close(self._fd)
         self._fd = -1
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def abort(self) -> None:
         self.sink.finish()  # always stop the hasher thread

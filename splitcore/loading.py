@@ -8,17 +8,17 @@ records before anything is deserialized, and `.pt` files load with `weights_only
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from splitcore.atomic import sha256_file
 from splitcore.models.base import BaseSplitModel, BottomModel, SplitContext, TopModel, TrunkModel
 from splitcore.storage import (
     COMPONENTS,
+    CorruptComponentError,
     StorageManager,
     load_weights,
-    read_metadata,
     validate_component,
     validate_model_name,
+    verified_metadata,
 )
 
 if TYPE_CHECKING:
@@ -26,26 +26,6 @@ if TYPE_CHECKING:
 
 #: Formats tried, in order, when `load_split` is not told which one the files use.
 FORMAT_PREFERENCE = ("pt", "safetensors")
-
-
-class CorruptComponentError(ValueError):
-    """A component file does not match its metadata (sha256, or what it describes)."""
-
-
-def verified_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a component file, once the file's sha256 matches the recorded one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"component file {path} does not exist")
-    metadata = read_metadata(path)
-    recorded = metadata.get("sha256")
-    actual = sha256_file(path)
-    if recorded != actual:
-        raise CorruptComponentError(
-            f"{path}: sha256 {actual} differs from the metadata's {recorded}; "
-            "the file is corrupt or was replaced, refusing to load it"
-        )
-    return metadata
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from splitcore.config import ConfigError, ServerConfig, from_mapping
-from splitcore.loading import CorruptComponentError, find_component_file, load_component
+from splitcore.loading import find_component_file, load_component
 from splitcore.models.base import TrunkModel
 from splitcore.points import SplitPoints
 from splitcore.proto import SESSION_LOST, trunk_pb2, trunk_pb2_grpc
@@ -63,7 +63,12 @@ from splitcore.proto.tensors import (
     dtype_name,
     encode,
 )
-from splitcore.storage import StorageManager, read_metadata, validate_model_name
+from splitcore.storage import (
+    CorruptComponentError,
+    StorageManager,
+    read_metadata,
+    validate_model_name,
+)
 
 log = logging.getLogger("splitcore.serve")
 

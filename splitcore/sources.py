@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
-from splitcore.atomic import _fsync_directory, hidden_name, output_lock
+from splitcore.atomic import fsync_directory, hidden_name, output_lock
 from splitcore.checkpoint import SAFETENSORS_INDEX, CheckpointError
 from splitcore.inputs import InputError, load_json
 from splitcore.progress import size as shown_size
@@ -282,7 +282,7 @@ class _Session:
                 f"{remote.path} from {self.where} has {problem}; the download was removed",
             )
         part.replace(final)
-        _fsync_directory(final.parent)
+        fsync_directory(final.parent)
         self.say(f"  fetched {remote.path}: sha256 {downloaded.sha256}")
         return SourceFile(remote.path, downloaded.size, downloaded.sha256)
 

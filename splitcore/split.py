@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from splitcore.atomic import StagedFile, output_lock, sha256_file
+from splitcore.atomic import StagedFile, output_lock
 from splitcore.plan import PreparedSplit, prepare_split
 from splitcore.progress import Progress
 from splitcore.result import ComponentResult, SplitResult
@@ -25,9 +25,9 @@ from splitcore.storage import (
     build_metadata,
     commit_component,
     output_lock_name,
-    read_metadata,
     remove_stale_temp_files,
     stage_component,
+    verified_metadata,
 )
 
 
@@ -125,17 +125,14 @@ def _current_components(
         path = StorageManager.get_split_model_path(
             storage, prepared.model_name, component, plan.split_config, file_format
         )
-        metadata_path = StorageManager.get_model_metadata_path(path)
         try:
-            metadata = read_metadata(metadata_path)
-            intact = sha256_file(path) == metadata["sha256"]
+            metadata = verified_metadata(path)  # a corrupt file is a ValueError
         except (OSError, ValueError):
             return None
         wanted = (source, plan.model_type, file_format, plan.config)
-        if not intact or wanted != tuple(
-            metadata.get(k) for k in ("source", "model_type", "format", "config")
-        ):
+        if wanted != tuple(metadata.get(k) for k in ("source", "model_type", "format", "config")):
             return None
+        metadata_path = StorageManager.get_model_metadata_path(path)
         found.append(ComponentResult.from_metadata(metadata, path, metadata_path))
     return tuple(found)
 

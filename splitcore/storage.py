@@ -21,6 +21,7 @@ from splitcore.atomic import (
     StorageError,
     output_lock,
     remove_abandoned,
+    sha256_file,
     temp_prefix,
     write_json,
 )
@@ -369,6 +370,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if key in document and (isinstance(value, bool) or not isinstance(value, types)):
             raise fail(f"{key} is {shown(value)}")
     return document
+
+
+class CorruptComponentError(ValueError):
+    """A component file does not match its metadata (sha256, or what it describes)."""
+
+
+def verified_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a component file, once the file's sha256 matches the recorded one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"component file {path} does not exist")
+    metadata = read_metadata(path)
+    recorded = metadata.get("sha256")
+    actual = sha256_file(path)
+    if recorded != actual:
+        raise CorruptComponentError(
+            f"{path}: sha256 {actual} differs from the metadata's {recorded}; "
+            "the file is corrupt or was replaced, refusing to load it"
+        )
+    return metadata
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

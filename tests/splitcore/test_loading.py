@@ -9,8 +9,7 @@ import torch
 
 import splitcore
 from splitcore import ModelFactory
-from splitcore.loading import CorruptComponentError
-from splitcore.storage import StorageManager
+from splitcore.storage import CorruptComponentError, StorageManager
 
 TOLERANCE = 1e-5
 VOCAB = 96
