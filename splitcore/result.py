@@ -28,7 +28,7 @@ class ExitCode(IntEnum):
 
 class Origin(StrEnum):
     JOB = "job"  # the split container reported it (exit code and error document)
-    KUBERNETES = "kubernetes"  # read from the Job and its pods
+    KUBERNETES = "kubernetes"  # read from the Job, the trunk server and their pods
     OPERATOR = "operator"  # the operator's own checks of the spec and the cluster
 
 
@@ -64,6 +64,11 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     JOB_FAILED = "JobFailed"
     RESULT_MISSING = "ResultMissing"
+    # Read from the trunk server's Deployment and pods (spec.serving).
+    SERVING_CRASH_LOOP = "ServingCrashLoop"
+    SERVING_IMAGE_PULL_FAILED = "ServingImagePullFailed"
+    SERVING_SECRET_NOT_FOUND = "ServingSecretNotFound"
+    SERVING_FAILED = "ServingFailed"
     # The operator's own checks.
     INVALID_SPEC = "InvalidSpec"
     INVALID_PATH = "InvalidPath"
@@ -159,6 +164,22 @@ REASON_DOCS: dict[Reason, ReasonDoc] = {
     Reason.JOB_FAILED: ReasonDoc(_K, "read the message (the pod's exit code and last output)"),
     Reason.RESULT_MISSING: ReasonDoc(
         _K, "the Job's image does not write a result: use the operator's own image"
+    ),
+    Reason.SERVING_CRASH_LOOP: ReasonDoc(
+        _K,
+        "the trunk server keeps exiting: read its last line in the message (a trunk file "
+        "changed or corrupted on the volume: run the split again with a spec change)",
+    ),
+    Reason.SERVING_IMAGE_PULL_FAILED: ReasonDoc(
+        _K, "check job_image and job_image_pull_secrets in the operator's configuration"
+    ),
+    Reason.SERVING_SECRET_NOT_FOUND: ReasonDoc(
+        _K,
+        "create the Secret the message names (spec.serving.tls.secretName: a kubernetes.io/tls "
+        "Secret; caSecretName: one with ca.crt); the pods start once it exists",
+    ),
+    Reason.SERVING_FAILED: ReasonDoc(
+        _K, "read the message (the Deployment's or a pod's condition); fix spec.serving"
     ),
     Reason.INVALID_SPEC: ReasonDoc(_O, "correct the field the message names"),
     Reason.INVALID_PATH: ReasonDoc(

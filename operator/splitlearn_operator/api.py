@@ -48,6 +48,9 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 PVCS = Resource("", "v1", "persistentvolumeclaims")
 EVENTS = Resource("", "v1", "events")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICES = Resource("", "v1", "services")
+CONFIGMAPS = Resource("", "v1", "configmaps")
 
 
 class ApiError(Exception):
@@ -183,9 +186,14 @@ class Client:
         return result
 
     async def list(
-        self, resource: Resource, namespace: str | None, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
+        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        params = {key: value for key, value in selectors.items() if value} or None
         result = await self.request("GET", resource.path(namespace), params=params)
         return list(result.get("items", []))
 
@@ -211,6 +219,17 @@ class Client:
             content_type="application/merge-patch+json",
         )
         return result
+
+    async def create_or_patch(
+        self, resource: Resource, namespace: str, body: dict[str, Any], patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create `body`; when it exists, merge-`patch` it instead (no read needed)."""
+        try:
+            return await self.create(resource, namespace, body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        return await self.patch(resource, namespace, body["metadata"]["name"], patch)
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> None:
         """Delete with background propagation (the Job's pods follow); gone is fine."""

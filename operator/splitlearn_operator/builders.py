@@ -80,8 +80,8 @@ def container_security_context() -> dict[str, Any]:
 
 
 # Writable places for a read-only root filesystem: temp files and library caches.
-_SCRATCH = {"tmp": "/tmp", "cache": "/cache"}
-_ENV = {
+SCRATCH = {"tmp": "/tmp", "cache": "/cache"}
+ENV = {
     "HOME": "/tmp",
     "TMPDIR": "/tmp",
     "XDG_CACHE_HOME": "/cache",
@@ -90,6 +90,34 @@ _ENV = {
     "PYTHONUNBUFFERED": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+
+
+def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """emptyDir volumes and their mounts for every writable place a pod needs."""
+    volumes: list[dict[str, Any]] = [{"name": name, "emptyDir": {}} for name in SCRATCH]
+    mounts: list[dict[str, Any]] = [
+        {"name": name, "mountPath": path} for name, path in SCRATCH.items()
+    ]
+    return volumes, mounts
+
+
+def placement(
+    pod: dict[str, Any],
+    config: OperatorConfig,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The pod-level settings Jobs and servers share: account, pull secrets, placement."""
+    extras = config.extras
+    if extras.job_service_account:
+        pod["serviceAccountName"] = extras.job_service_account
+    if extras.job_image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in extras.job_image_pull_secrets]
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return pod
 
 
 def split_command(spec: ResolvedSpec) -> list[str]:
@@ -129,10 +157,7 @@ def cleanup_command(spec: ResolvedSpec) -> list[str]:
 def _pod_spec(
     spec: ResolvedSpec, config: OperatorConfig, command: list[str], with_source: bool
 ) -> dict[str, Any]:
-    volumes: list[dict[str, Any]] = [{"name": name, "emptyDir": {}} for name in _SCRATCH]
-    mounts: list[dict[str, Any]] = [
-        {"name": name, "mountPath": path} for name, path in _SCRATCH.items()
-    ]
+    volumes, mounts = scratch_volumes()
     if spec.storage is not None:
         volumes.append(
             {"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.name}}
@@ -163,7 +188,7 @@ def _pod_spec(
                 "image": extras.job_image,
                 "imagePullPolicy": extras.job_image_pull_policy,
                 "command": command,
-                "env": [{"name": key, "value": value} for key, value in _ENV.items()]
+                "env": [{"name": key, "value": value} for key, value in ENV.items()]
                 + (source_env(spec) if with_source else []),
                 "resources": spec.resources,
                 "securityContext": container_security_context(),
@@ -174,15 +199,7 @@ def _pod_spec(
         ],
         "volumes": volumes,
     }
-    if extras.job_service_account:
-        pod["serviceAccountName"] = extras.job_service_account
-    if extras.job_image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": name} for name in extras.job_image_pull_secrets]
-    if spec.node_selector:
-        pod["nodeSelector"] = spec.node_selector
-    if spec.tolerations:
-        pod["tolerations"] = spec.tolerations
-    return pod
+    return placement(pod, config, spec.node_selector, spec.tolerations)
 
 
 def _job(

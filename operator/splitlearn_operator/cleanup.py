@@ -1,6 +1,7 @@
-"""Deleting a SplitModel: its running Jobs stop; under `deletionPolicy: Delete` a cleanup
-Job removes the files before the finalizer goes (only Delete resources carry it, so a Retain
-one never waits on the operator; its Jobs go by garbage collection).
+"""Deleting a SplitModel: its running Jobs stop; under `deletionPolicy: Delete` its trunk
+server goes first, then a cleanup Job removes the files before the finalizer goes (only
+Delete resources carry it, so a Retain one never waits on the operator; its Jobs and server go
+by garbage collection).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from splitlearn_operator.claims import Claims
 from splitlearn_operator.context import Context, key_of
 from splitlearn_operator.jobs import JobStarter
 from splitlearn_operator.outcome import is_complete, is_finished
+from splitlearn_operator.serving import Serving
 from splitlearn_operator.spec import ResolvedSpec, SpecError, resolve_spec
 from splitlearn_operator.status import EventReason
 from splitlearn_operator.view import ClusterView
@@ -29,9 +31,10 @@ CLEANUP_RETRY_SECONDS = 30
 class Cleanup:
     """What happens before a SplitModel goes."""
 
-    def __init__(self, context: Context, jobs: JobStarter) -> None:
+    def __init__(self, context: Context, jobs: JobStarter, serving: Serving) -> None:
         self.context = context
         self.jobs = jobs
+        self.serving = serving
         self.claims = Claims(context)
 
     async def delete(
@@ -50,6 +53,10 @@ class Cleanup:
             return
         if await self.claims.get(namespace, spec.storage.name) is None:
             return  # no volume, no files
+        if not await self.serving.stop(body):  # never pull files from under a server
+            raise kopf.TemporaryError(
+                "waiting for the trunk server's pods to go", delay=CLEANUP_POLL_SECONDS
+            )
         await self._remove_files(body, spec)
 
     async def _remove_files(self, body: dict[str, Any], spec: ResolvedSpec) -> None:

@@ -32,6 +32,12 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_SPLITMODEL = f"{GROUP}/splitmodel"
 LABEL_SPEC_HASH = f"{GROUP}/spec-hash"
 ANNOTATION_GENERATION = f"{GROUP}/generation"
+# On a trunk server: the hash of the manifests last applied (nothing to write while it holds),
+# and on its pods what they serve.
+ANNOTATION_APPLIED = f"{GROUP}/applied"
+ANNOTATION_TRUNK_SHA256 = f"{GROUP}/trunk-sha256"
+ANNOTATION_SPLIT = f"{GROUP}/split"
+ANNOTATION_CONFIG_SHA256 = f"{GROUP}/config-sha256"
 
 SOURCE_MOUNT = "/source"
 CONTAINER_NAME = "split"
@@ -56,6 +62,10 @@ class OperatorExtras:
             "limits": {"memory": "16Gi"},
         }
     )
+    serving_default_resources: dict[str, Any] = field(
+        default_factory=lambda: {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    )
+    serving_progress_deadline_seconds: int = 600  # a rollout without progress: Stalled
     queue_retry_seconds: float = 5.0  # how soon a Queued SplitModel looks for a free slot
     wait_retry_seconds: float = 30.0  # how soon a missing claim is looked for again
     resync_seconds: float = 30.0  # how often finished Jobs are checked against the statuses

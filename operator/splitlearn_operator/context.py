@@ -21,7 +21,7 @@ from splitlearn_operator import status as states
 from splitlearn_operator.api import EVENTS, SPLITMODELS, ApiError, Client
 from splitlearn_operator.config import OperatorConfig
 from splitlearn_operator.metrics import Metrics
-from splitlearn_operator.status import EventReason, SplitModelStatus
+from splitlearn_operator.status import Condition, EventReason, SplitModelStatus
 
 Transform = Callable[[dict[str, Any], SplitModelStatus], SplitModelStatus | None]
 STATUS_WRITE_ATTEMPTS = 8
@@ -110,6 +110,12 @@ class Context:
             lambda _, status: states.stalled(status, generation, reason, message, moment),
             body,
         )
+        await self.announce_stall(body, before, reason, message)
+
+    async def announce_stall(
+        self, body: dict[str, Any], before: Condition | None, reason: Reason, message: str
+    ) -> None:
+        """Log, count and post a Warning Event for a stall, once per transition."""
         if not (before and before.status == states.TRUE and before.reason == reason):
             object_logger(body).warning("stalled: %s: %s", reason, message)
             self.metrics.failures.labels(reason).inc()

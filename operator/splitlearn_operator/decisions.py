@@ -111,11 +111,12 @@ Decision = Done | Conflict | WaitForClaim | ClaimTaken | Adopt | Queue | Create
 
 
 def is_done(status: SplitModelStatus, spec_hash: str, generation: int) -> bool:
-    """The status already holds this spec's result (Ready) or a failure only the user fixes."""
+    """The status already holds this spec's result (whatever its server is doing: a change of
+    spec.serving alone never splits again) or a failure only the user fixes."""
+    if states.split_recorded(status, spec_hash):
+        return True
     if status.spec_hash != spec_hash or status.observed_generation != generation:
         return False
-    if status.is_true(states.READY):
-        return True
     stalled = status.condition(states.STALLED)
     return (
         stalled is not None and stalled.status == states.TRUE

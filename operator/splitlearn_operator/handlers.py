@@ -15,6 +15,7 @@ from splitlearn_operator import view
 from splitlearn_operator.config import (
     FINALIZER,
     GROUP,
+    LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     PLURAL,
@@ -23,7 +24,8 @@ from splitlearn_operator.config import (
 )
 from splitlearn_operator.metrics import Metrics
 from splitlearn_operator.reconcile import Reconciler
-from splitlearn_operator.view import IndexView, JobInfo
+from splitlearn_operator.server_builders import SERVING
+from splitlearn_operator.view import IndexView, JobInfo, ServerInfo, ServerPod
 
 SPLITMODELS = (GROUP, VERSION, PLURAL)
 
@@ -65,7 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         memo.metrics.serve(config.server.metrics_port, config.server.host)
     memo.view = IndexView(kwargs)
     memo.metrics.count_running = memo.view.running_jobs
-    memo.reconciler = Reconciler(config, memo.client, memo.metrics)
+    memo.reconciler = Reconciler(config, memo.client, memo.metrics, memo.view)
     memo.last_api_check = 0.0
     memo.resync = asyncio.create_task(memo.reconciler.resync_forever(memo.view))
 
@@ -102,6 +104,25 @@ async def api_reachable(memo: kopf.Memo, **_: Any) -> str:
 async def jobs_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, JobInfo]:
     memo.reconciler.job_seen(body)
     return view.index_job(body)
+
+
+# The trunk servers (spec.serving): each change of their Deployments or pods re-syncs the
+# SplitModel's serving status (`Reconciler.server_seen`), as finished Jobs are recorded above.
+SERVERS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: SERVING}
+
+
+@kopf.index("apps", "v1", "deployments", labels=SERVERS)
+async def servers_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, ServerInfo]:
+    entries = view.index_server(body)
+    memo.reconciler.server_seen(*next(iter(entries)))
+    return entries
+
+
+@kopf.index("", "v1", "pods", labels=SERVERS)
+async def server_pods_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, ServerPod]:
+    entries = view.index_server_pod(body)
+    memo.reconciler.server_seen(*next(iter(entries)))
+    return entries
 
 
 @kopf.index("", "v1", "persistentvolumeclaims")

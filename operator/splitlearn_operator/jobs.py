@@ -81,7 +81,7 @@ class JobStarter:
 
     async def reconcile(
         self, body: dict[str, Any], logger: logging.Logger | Any, view: ClusterView
-    ) -> None:
+    ) -> Decision:
         """Bring the cluster to the spec: claims, then exactly one Job for this spec."""
         async with self.context.locks[key_of(body)]:
             spec = await self._valid_spec(body)
@@ -94,6 +94,7 @@ class JobStarter:
                 if isinstance(decision, Create):  # no await since counting: take it now
                     self.slots.take(*key_of(body), decision.job_name)
             await self._carry_out(body, spec, decision, logger)
+            return decision
 
     async def stop(self, splitmodel: str, jobs: list[JobInfo] | tuple[JobInfo, ...]) -> None:
         """Delete running Jobs (a new spec, or the SplitModel is going)."""

@@ -6,6 +6,7 @@ A registry of our own (no process-global state), served on `metrics_port` only w
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -47,6 +48,12 @@ class Metrics:
             ["component"],
             registry=self.registry,
         )
+        self.serving_ready = Gauge(
+            "splitlearn_serving_ready_replicas",
+            "Trunk server pods ready, by SplitModel (spec.serving)",
+            ["namespace", "splitmodel"],
+            registry=self.registry,
+        )
         self._queued: set[tuple[str, str]] = set()
         self.count_running: Callable[[], int] = lambda: 0  # set to read the Jobs index
         self.jobs_running.set_function(lambda: self.count_running())
@@ -57,3 +64,8 @@ class Metrics:
     def set_queued(self, key: tuple[str, str], queued: bool) -> None:
         (self._queued.add if queued else self._queued.discard)(key)
         self.models_queued.set(len(self._queued))
+
+    def forget_server(self, namespace: str, splitmodel: str) -> None:
+        """A server removed: its series goes too (not a stale 0 forever)."""
+        with contextlib.suppress(KeyError):
+            self.serving_ready.remove(namespace, splitmodel)

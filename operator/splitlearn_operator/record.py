@@ -17,6 +17,7 @@ from splitlearn_operator.config import LABEL_COMPONENT, LABEL_SPEC_HASH, LABEL_S
 from splitlearn_operator.context import Context, generation_of, object_logger
 from splitlearn_operator.decisions import is_done
 from splitlearn_operator.outcome import job_outcome
+from splitlearn_operator.serving import Serving
 from splitlearn_operator.spec import ResolvedSpec, SpecError, resolve_spec
 from splitlearn_operator.status import EventReason, SplitModelStatus
 
@@ -51,8 +52,9 @@ def splitmodel_of(job: dict[str, Any]) -> str | None:
 class Recorder:
     """Writes a finished split Job's result (or failure) into its SplitModel's status."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, serving: Serving) -> None:
         self.context = context
+        self.serving = serving
 
     async def job_finished(self, job: dict[str, Any]) -> None:
         """A Job of ours finished; only split Jobs have a result to record."""
@@ -107,9 +109,16 @@ class Recorder:
 
         def transform(_: dict[str, Any], status: SplitModelStatus) -> SplitModelStatus:
             marked = states.reconciling(status, generation, job_name, spec_hash, claim, moment)
-            return states.ready(marked, generation, components, saved, checked, moment, source)
+            done = states.ready(
+                marked, generation, components, saved, checked, moment, source, spec_hash
+            )
+            # With a server, Ready waits for it: never True before the new trunk is served.
+            pending = self.serving.pending(body, spec, done)
+            return states.with_serving(done, generation, spec_hash, pending, moment)
 
-        await self.context.write_status(metadata["namespace"], metadata["name"], transform)
+        written = await self.context.write_status(
+            metadata["namespace"], metadata["name"], transform
+        )
         object_logger(body).info(
             "Job %s %s: %d components recorded", job_name,
             "succeeded" if saved else "planned", len(components),
@@ -124,6 +133,8 @@ class Recorder:
             f"split {spec.split_config} of {spec.model_path}: "
             + ", ".join(f"{c.name} layers [{c.start_layer},{c.end_layer})" for c in components),
         )  # fmt: skip
+        if self.serving.concerns(written, spec):
+            await self.serving.sync(written)  # the new trunk rolls out now, not before
 
     def _observe_duration(self, job: dict[str, Any], result: str) -> None:
         seconds = job_duration(job)

@@ -25,6 +25,11 @@ from splitlearn_operator.config import SOURCE_MOUNT, OperatorConfig
 from splitlearn_operator.sources import HubSource, S3Source, SecretKey
 
 DELETION_POLICIES = ("Retain", "Delete")
+DEFAULT_SERVING_PORT = 50051
+#: Ports the trunk server's pod uses besides spec.serving.port: metrics and plaintext health.
+SERVING_METRICS_PORT, SERVING_HEALTH_PORT = 8000, 8081
+#: `<name>-trunk` names a Service: a DNS label (a letter first, 63 characters at most).
+_SERVED_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,55}[a-z0-9])?$")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
@@ -67,6 +72,21 @@ class StorageClaim:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    """`spec.serving` when enabled: the trunk server's Deployment and Service."""
+
+    replicas: int = 1
+    port: int = DEFAULT_SERVING_PORT
+    trainable: bool = False  # the server may step and save the trunk (storage mounted rw)
+    resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    session_timeout_seconds: int | None = None  # the server's own default when None
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret, mounted (never read)
+    client_ca_secret: str | None = None  # its ca.crt: clients must present a certificate
+
+
+@dataclass(frozen=True)
 class ResolvedSpec:
     """What a Job needs, with every default applied. Its hash names the Job."""
 
@@ -89,12 +109,14 @@ class ResolvedSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
+    serving: ServingSpec | None = None  # None: not served
 
     @cached_property  # read several times per reconcile; the spec is frozen
     def spec_hash(self) -> str:
         """Ten hex digits of the sha256 of everything that changes the Job's work."""
         document = asdict(self)
         document.pop("deletion_policy")  # deleting later does not change the split
+        document.pop("serving")  # serving follows the split's result, it does not redo it
         encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()[:10]
 
@@ -285,6 +307,48 @@ def _job_options(spec: dict[str, Any], auto_save: bool) -> tuple[str, str, str, 
     return str(file_format), device, str(deletion_policy), verify
 
 
+def _serving(
+    spec: dict[str, Any], name: str, auto_save: bool, config: OperatorConfig
+) -> ServingSpec | None:
+    """`spec.serving`, checked; None unless enabled."""
+    serving = _mapping(spec, "serving")
+    if not serving.get("enabled", False):
+        return None
+    if not auto_save:
+        raise SpecError(Reason.INVALID_SPEC, "spec.serving needs autoSave: true (files to serve)")
+    if not _SERVED_NAME.match(name):
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            f"spec.serving: the Service {name}-trunk needs a name of at most 57 lowercase "
+            "letters, digits and '-', starting with a letter",
+        )
+    port = int(serving.get("port", DEFAULT_SERVING_PORT))
+    if not 0 < port < 65536 or port in (SERVING_METRICS_PORT, SERVING_HEALTH_PORT):
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            f"spec.serving.port {port}: a TCP port other than {SERVING_METRICS_PORT} "
+            f"(metrics) and {SERVING_HEALTH_PORT} (health)",
+        )
+    replicas = int(serving.get("replicas", 1))
+    if replicas < 0:
+        raise SpecError(Reason.INVALID_SPEC, "spec.serving.replicas must be 0 or more")
+    tls = _mapping(serving, "tls", "spec.serving.tls")
+    if tls.get("caSecretName") and not tls.get("secretName"):
+        raise SpecError(Reason.INVALID_SPEC, "spec.serving.tls.caSecretName needs secretName")
+    timeout = serving.get("sessionTimeoutSeconds")
+    return ServingSpec(
+        replicas=replicas,
+        port=port,
+        trainable=bool(serving.get("trainable", False)),
+        resources=dict(serving.get("resources") or config.extras.serving_default_resources),
+        node_selector=dict(serving.get("nodeSelector") or {}),
+        tolerations=list(serving.get("tolerations") or []),
+        session_timeout_seconds=int(timeout) if timeout is not None else None,
+        tls_secret=tls.get("secretName") or None,
+        client_ca_secret=tls.get("caSecretName") or None,
+    )
+
+
 def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
     """Validate a SplitModel's spec and apply the operator's defaults; raise `SpecError`."""
     spec = body.get("spec")
@@ -325,4 +389,5 @@ def resolve_spec(body: dict[str, Any], config: OperatorConfig) -> ResolvedSpec:
         resources=dict(spec.get("resources") or config.extras.job_default_resources),
         node_selector=dict(spec.get("nodeSelector") or {}),
         tolerations=list(spec.get("tolerations") or []),
+        serving=_serving(spec, name, auto_save, config),
     )

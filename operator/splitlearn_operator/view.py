@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 from splitlearn_operator import builders
 from splitlearn_operator.config import (
+    ANNOTATION_APPLIED,
+    ANNOTATION_SPLIT,
+    ANNOTATION_TRUNK_SHA256,
     LABEL_COMPONENT,
     LABEL_SPEC_HASH,
     LABEL_SPLITMODEL,
@@ -20,7 +23,7 @@ from splitlearn_operator.config import (
 )
 from splitlearn_operator.outcome import is_finished
 from splitlearn_operator.spec import ResolvedSpec, SpecError, resolve_spec
-from splitlearn_operator.status import RECONCILING, TRUE
+from splitlearn_operator.status import RECONCILING, TRUE, Progress
 
 #: What identifies the files a spec writes: namespace, claim, folder, model id, split, format.
 OutputKey = tuple[str, str, str, str, str, str]
@@ -87,6 +90,12 @@ class ClusterView(Protocol):
 
     def reconciling(self) -> Iterator[tuple[Ref, str]]: ...
 
+    def server_of(self, namespace: str, splitmodel: str) -> ServerInfo | None: ...
+
+    def server_pods_of(self, namespace: str, splitmodel: str) -> list[ServerPod]: ...
+
+    def unready_servers(self) -> Iterator[Ref]: ...
+
 
 # ------------------------------------------------------------------ the indexes' functions
 # kopf calls each index function of a resource on every watch event of it, at a cost per
@@ -132,8 +141,10 @@ def index_splitmodel(body: Mapping[str, Any], config: OperatorConfig) -> dict[An
     status = body.get("status") or {}
     conditions = status.get("conditions") or []
     if status.get("jobName") and any(
-        c.get("type") == RECONCILING and c.get("status") == TRUE for c in conditions
-    ):
+        c.get("type") == RECONCILING and c.get("status") == TRUE
+        and c.get("reason") != Progress.ROLLING_OUT  # waiting for its server, not a Job
+        for c in conditions
+    ):  # fmt: skip
         entries[RECONCILING_KEY] = Waiting(namespace, name, str(status["jobName"]))
     try:
         key = output_key(namespace, resolve_spec(dict(body), config))
@@ -144,6 +155,112 @@ def index_splitmodel(body: Mapping[str, Any], config: OperatorConfig) -> dict[An
     return entries
 
 
+#: Every trunk server Deployment not yet rolled out is also indexed under this key.
+UNREADY_SERVERS = "unready-servers"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A trunk server's Deployment, as the watch shows it."""
+
+    namespace: str
+    splitmodel: str
+    applied: str | None  # the hash of the manifests the operator last applied
+    replicas: int  # wanted
+    observed: bool  # the Deployment controller has seen the latest spec
+    pods: int  # status.replicas: pods of every template
+    updated: int
+    ready: int
+    trunk_sha256: str | None
+    split_config: str | None
+    failure: str | None  # Progressing=False or ReplicaFailure=True: the controller's message
+
+    @classmethod
+    def of(cls, deployment: Mapping[str, Any]) -> ServerInfo:
+        metadata, spec = deployment["metadata"], deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        template = (spec.get("template") or {}).get("metadata") or {}
+        annotations = template.get("annotations") or {}
+        failure = next(
+            (
+                f"{c.get('reason', '')}: {c.get('message', '')}"
+                for c in status.get("conditions") or []
+                if (c.get("type"), c.get("status")) in (("Progressing", "False"),
+                                                        ("ReplicaFailure", "True"))
+            ),
+            None,
+        )  # fmt: skip
+        return cls(
+            namespace=metadata["namespace"],
+            splitmodel=(metadata.get("labels") or {}).get(LABEL_SPLITMODEL, ""),
+            applied=(metadata.get("annotations") or {}).get(ANNOTATION_APPLIED),
+            replicas=int(spec.get("replicas", 1)),
+            observed=int(status.get("observedGeneration", 0)) >= int(metadata.get("generation", 1)),
+            pods=int(status.get("replicas", 0)),
+            updated=int(status.get("updatedReplicas", 0)),
+            ready=int(status.get("readyReplicas", 0)),
+            trunk_sha256=annotations.get(ANNOTATION_TRUNK_SHA256),
+            split_config=annotations.get(ANNOTATION_SPLIT),
+            failure=failure,
+        )
+
+    @property
+    def rolled_out(self) -> bool:
+        """kstatus's rule for a Deployment: observed, all updated, all ready, no old pods."""
+        return (
+            self.observed and self.updated == self.replicas
+            and self.ready == self.replicas and self.pods == self.replicas
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServerPod:
+    """One pod of a trunk server, as the watch shows it."""
+
+    name: str
+    ready: bool
+    trunk_sha256: str | None
+    waiting_reason: str | None  # e.g. CrashLoopBackOff, ImagePullBackOff, ContainerCreating
+    message: str  # the waiting message, or the last termination's message when it has one
+    deleting: bool
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> ServerPod:
+        metadata, status = pod["metadata"], pod.get("status") or {}
+        containers = status.get("containerStatuses") or [{}]
+        waiting = (containers[0].get("state") or {}).get("waiting") or {}
+        last = (containers[0].get("lastState") or {}).get("terminated") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        return cls(
+            name=metadata["name"],
+            ready=ready,
+            trunk_sha256=(metadata.get("annotations") or {}).get(ANNOTATION_TRUNK_SHA256),
+            waiting_reason=waiting.get("reason")
+            or ("ContainerCreating" if status.get("phase", "Pending") == "Pending" else None),
+            message=str(last.get("message") or waiting.get("message") or ""),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+
+def index_server(deployment: Mapping[str, Any]) -> dict[Any, ServerInfo]:
+    """Trunk server Deployments by (namespace, SplitModel); unready ones under a key too."""
+    info = ServerInfo.of(deployment)
+    entries: dict[Any, ServerInfo] = {(info.namespace, info.splitmodel): info}
+    if not deployment["metadata"].get("deletionTimestamp") and not info.rolled_out:
+        entries[UNREADY_SERVERS] = info
+    return entries
+
+
+def index_server_pod(pod: Mapping[str, Any]) -> dict[Any, ServerPod]:
+    """Trunk server pods by (namespace, SplitModel)."""
+    metadata = pod["metadata"]
+    splitmodel = (metadata.get("labels") or {}).get(LABEL_SPLITMODEL, "")
+    return {(metadata["namespace"], splitmodel): ServerPod.of(pod)}
+
+
 class IndexView:
     """`ClusterView` over kopf's indexes (live objects: built once, always current)."""
 
@@ -152,6 +269,8 @@ class IndexView:
         self._jobs = indexes["jobs_index"]
         self._claims = indexes["claims_index"]
         self._splitmodels = indexes["splitmodels_index"]
+        self._servers = indexes["servers_index"]
+        self._server_pods = indexes["server_pods_index"]
 
     def jobs_of(self, namespace: str, splitmodel: str) -> list[JobInfo]:
         return list(self._jobs.get((namespace, splitmodel), []))
@@ -169,3 +288,14 @@ class IndexView:
         """Every (SplitModel, Job name) waiting for a Job's result (a copy: safe to await)."""
         waiting = list(self._splitmodels.get(RECONCILING_KEY, ()))
         return iter([((w.namespace, w.name), w.job_name) for w in waiting])
+
+    def server_of(self, namespace: str, splitmodel: str) -> ServerInfo | None:
+        return next(iter(self._servers.get((namespace, splitmodel), [])), None)
+
+    def server_pods_of(self, namespace: str, splitmodel: str) -> list[ServerPod]:
+        return list(self._server_pods.get((namespace, splitmodel), []))
+
+    def unready_servers(self) -> Iterator[Ref]:
+        """Every SplitModel whose server is not rolled out (a copy: safe to await)."""
+        unready = list(self._servers.get(UNREADY_SERVERS, ()))
+        return iter([(info.namespace, info.splitmodel) for info in unready])

@@ -160,7 +160,14 @@ def test_every_pod_the_project_creates_is_restricted(render):
 
 # ---------------------------------------------------------------------------- RBAC
 
-VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
+VERBS = {
+    "get": ("get",),
+    "list": ("list",),
+    "create": ("create",),
+    "patch": ("patch",),
+    "delete": ("delete",),
+    "create_or_patch": ("create", "patch"),
+}
 
 
 def client_calls() -> set[tuple[str, str, str]]:
@@ -188,7 +195,7 @@ def client_calls() -> set[tuple[str, str, str]]:
             if node.func.attr == "patch" and len(node.args) >= 5:
                 sub = ast.literal_eval(node.args[4])
             plural = f"{resource.plural}/{sub}" if sub else resource.plural
-            calls.add((resource.group, plural, VERBS[node.func.attr]))
+            calls |= {(resource.group, plural, verb) for verb in VERBS[node.func.attr]}
     return calls
 
 

@@ -89,6 +89,28 @@ def test_a_recorded_result_of_this_spec_and_generation_is_done(spec):
     assert decide(seen(), spec, ready(spec), GENERATION) == Done()
 
 
+def test_a_change_that_keeps_the_spec_hash_keeps_the_recorded_split(spec):
+    """deletionPolicy or spec.serving alone bumps the generation, not the spec hash: the
+    recorded split stands (no second Job), whatever its server is doing."""
+    recorded = states.ready(running(spec), GENERATION, COMPONENTS, True, None, T1, None,
+                            spec.spec_hash)  # fmt: skip
+    assert is_done(recorded, spec.spec_hash, GENERATION + 1)
+    assert decide(seen(), spec, recorded, GENERATION + 1) == Done()
+    serving_stalled = states.stalled(recorded, GENERATION, Reason.SERVING_CRASH_LOOP, "x", T1)
+    assert is_done(serving_stalled, spec.spec_hash, GENERATION)
+    # A failure is of its generation only: the user's change may have fixed it.
+    assert not is_done(stalled(spec, Reason.OOM_KILLED), spec.spec_hash, GENERATION + 1)
+
+
+def test_components_of_an_older_spec_are_not_this_specs_result(spec):
+    older = states.ready(running(spec), GENERATION, COMPONENTS, True, None, T1, None,
+                         "0123456789")  # fmt: skip
+    rerun = states.reconciling(older, GENERATION + 1, "j", spec.spec_hash, None, T1)
+    assert not is_done(rerun, spec.spec_hash, GENERATION + 1)
+    assert not is_done(states.stalled(rerun, GENERATION + 1, Reason.OOM_KILLED, "x", T1),
+                       "0123456789", GENERATION + 1)  # fmt: skip
+
+
 def test_a_failure_only_the_user_fixes_is_done(spec):
     failed = stalled(spec, Reason.OOM_KILLED)
     assert is_done(failed, spec.spec_hash, GENERATION)
@@ -102,9 +124,8 @@ def test_a_waiting_stall_is_looked_at_again(spec, reason):
     assert isinstance(decide(seen(), spec, waiting, GENERATION), Create)
 
 
-def test_a_result_of_another_spec_or_generation_is_not_done(spec):
+def test_a_result_of_another_spec_is_not_done(spec):
     assert not is_done(ready(spec), "0123456789", GENERATION)
-    assert not is_done(ready(spec), spec.spec_hash, GENERATION + 1)
     assert not is_done(running(spec), spec.spec_hash, GENERATION)  # still running
     assert not is_done(SplitModelStatus(), spec.spec_hash, GENERATION)
 

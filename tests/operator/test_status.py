@@ -116,8 +116,17 @@ def test_the_crd_names_and_columns():
         "Split",
         "Ready",
         "Reason",
+        "Serving",
+        "Endpoint",
         "Age",
     ]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert columns["Serving"]["jsonPath"] == '.status.conditions[?(@.type=="Serving")].status'
+    assert columns["Endpoint"] == {
+        "name": "Endpoint", "type": "string", "priority": 1,
+        "description": "The trunk server's address, host:port.",
+        "jsonPath": ".status.serving.endpoint",
+    }  # fmt: skip
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     # Defaults the operator's config owns are not schema defaults (they would override it).
     assert "default" not in spec["splitStorageConfig"]["properties"]["autoSave"]

@@ -46,6 +46,8 @@ def test_reconciling_writes_the_job_the_spec_hash_and_the_claim():
         "components": [],
         "verification": None,
         "source": None,
+        "componentsSpecHash": None,
+        "serving": None,
         "lastFailure": None,
     }
 
@@ -66,6 +68,8 @@ def test_queued_writes_the_spec_hash_and_why_it_waits():
         "components": [],
         "verification": None,
         "source": None,
+        "componentsSpecHash": None,
+        "serving": None,
         "lastFailure": None,
     }
 
@@ -92,6 +96,8 @@ def test_ready_writes_the_components_and_the_verification(saved, reason, message
         "components": [c.to_json() for c in COMPONENTS],
         "verification": {"ok": True, "maxAbsDiff": "3.1e-07"},
         "source": None,
+        "componentsSpecHash": None,
+        "serving": None,
         "lastFailure": None,
     }
 
@@ -111,6 +117,8 @@ def test_stalled_writes_the_reason_and_the_last_failure():
         "components": [],
         "verification": None,
         "source": None,
+        "componentsSpecHash": None,
+        "serving": None,
         "lastFailure": {"reason": "OOMKilled", "message": "out of memory", "time": T1},
     }
 

@@ -76,7 +76,8 @@ def test_a_splitmodel_writing_nothing_has_no_output(body, config):
 
 def test_the_view_follows_the_watch(body, config):
     indexers = {name: OperatorIndexer() for name in ("jobs_index", "claims_index",
-                                                      "splitmodels_index")}  # fmt: skip
+                                                      "splitmodels_index", "servers_index",
+                                                      "server_pods_index")}  # fmt: skip
     cluster = IndexView({name: indexer.index for name, indexer in indexers.items()})
     jobs, splitmodels = indexers["jobs_index"], indexers["splitmodels_index"]
     for name in ("a", "b"):
