@@ -21,6 +21,10 @@ HEALTH = {
     "spec-changed": "Progressing",
     "reconciling-new-generation": "Progressing",
     "terminating": "Progressing",
+    "serving-rolling-out": "Progressing",
+    "served": "Healthy",
+    "serving-scaled-to-zero": "Healthy",
+    "serving-stalled": "Degraded",
 }
 
 
@@ -48,6 +52,21 @@ def test_argocd_health_of_every_state(name):
 
 def test_degraded_shows_the_reason_and_message():
     assert run_health(fixtures()["failed"]) == ("Degraded", "OOMKilled: out of memory")
+
+
+def test_the_trunk_server_shows_in_the_health_message():
+    assert run_health(fixtures()["serving-stalled"]) == (
+        "Degraded", "ServingCrashLoop: pod x-trunk-1 keeps exiting: corrupt trunk"
+    )  # fmt: skip
+    assert run_health(fixtures()["served"]) == (
+        "Healthy",
+        "3 components written and recorded; trunk served at x-trunk.ml.svc:50051",
+    )
+    assert run_health(fixtures()["serving-scaled-to-zero"]) == (
+        "Healthy",
+        "3 components written and recorded; trunk served at x-trunk.ml.svc:50051 "
+        "(Serving: ScaledToZero)",
+    )
 
 
 def test_it_runs_on_lua_5_1():

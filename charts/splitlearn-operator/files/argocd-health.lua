@@ -52,6 +52,11 @@ local ready = condition("Ready")
 if ready ~= nil and ready.status == "True" then
   health.status = "Healthy"
   health.message = ready.message or "Ready"
+  -- spec.serving: Ready already waits for the trunk server; say when none is serving.
+  local serving = condition("Serving")
+  if serving ~= nil and serving.status ~= "True" then
+    health.message = health.message .. " (Serving: " .. (serving.reason or "False") .. ")"
+  end
   return health
 end
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from splitcore.result import ComponentResult, Reason, Verification
 from splitlearn_operator import status as states
-from splitlearn_operator.status import SplitModelStatus
+from splitlearn_operator.status import ServingState, ServingStatus, SplitModelStatus
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
 COMPONENTS = tuple(
@@ -30,6 +30,13 @@ def fixtures() -> dict[str, dict[str, Any]]:
     failed = states.stalled(running, 1, Reason.OOM_KILLED, "out of memory", T1)
     queued = states.queued(SplitModelStatus(), 1, "h1", 2, 2, T0)
     changed = states.reconciling(done, 2, "x-2", "h2", "models", T2)
+    recorded = states.ready(running, 1, COMPONENTS, True, None, T1, None, "h1")
+    endpoint = "x-trunk.ml.svc:50051"
+
+    def serving(replicas: int, ready: int, **state: Any) -> SplitModelStatus:
+        served = ServingStatus(endpoint, replicas, ready, "ab" * 32, "2-10")
+        values = {"current": True, "ready_on_current": ready, "complete": True, **state}
+        return states.with_serving(recorded, 1, "h1", ServingState(served, **values), T2)
 
     def body(status: SplitModelStatus | None, generation: int = 1, **meta: Any) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -50,6 +57,17 @@ def fixtures() -> dict[str, dict[str, Any]]:
         "spec-changed": body(done, generation=2),
         "reconciling-new-generation": body(changed, generation=2),
         "terminating": body(done, deletionTimestamp=T2, finalizers=["splitlearn.io/finalizer"]),
+        "serving-rolling-out": body(serving(2, 1, complete=False)),
+        "served": body(serving(2, 2)),
+        "serving-scaled-to-zero": body(serving(0, 0)),
+        "serving-stalled": body(
+            serving(
+                1,
+                0,
+                complete=False,
+                problem=(Reason.SERVING_CRASH_LOOP, "pod x-trunk-1 keeps exiting: corrupt trunk"),
+            )
+        ),
     }
 
 
@@ -62,4 +80,8 @@ KSTATUS = {
     "spec-changed": "InProgress",
     "reconciling-new-generation": "InProgress",
     "terminating": "Terminating",
+    "serving-rolling-out": "InProgress",
+    "served": "Current",
+    "serving-scaled-to-zero": "Current",
+    "serving-stalled": "Failed",
 }
