@@ -34,9 +34,8 @@ from splitlearn_operator.status import (
 )
 from splitlearn_operator.view import ClusterView, ServerInfo, ServerPod
 
-#: Container states a server does not leave by itself, and what they mean for the user.
+#: Container states a server does not leave by itself (besides crash loops), and their reason.
 _STUCK = {
-    "CrashLoopBackOff": Reason.SERVING_CRASH_LOOP,
     "ErrImagePull": Reason.SERVING_IMAGE_PULL_FAILED,
     "ImagePullBackOff": Reason.SERVING_IMAGE_PULL_FAILED,
     "InvalidImageName": Reason.SERVING_IMAGE_PULL_FAILED,
@@ -73,9 +72,12 @@ def problem_of(
 ) -> tuple[Reason, str] | None:
     """Why the server cannot become ready by itself, from its pods and its Deployment."""
     for pod in sorted(pods, key=lambda p: p.name):
+        if pod.crash_looping:
+            return (
+                Reason.SERVING_CRASH_LOOP,
+                f"pod {pod.name} keeps exiting: {_last_line(pod.message)}",
+            )
         reason = _STUCK.get(pod.waiting_reason or "")
-        if reason is Reason.SERVING_CRASH_LOOP:
-            return reason, f"pod {pod.name} keeps exiting: {_last_line(pod.message)}"
         if reason is not None:
             return reason, f"pod {pod.name}: {pod.waiting_reason}: {pod.message}"
     for pod_name, message in sorted(mount_failures.items()):

@@ -223,6 +223,8 @@ class ServerPod:
     waiting_reason: str | None  # e.g. CrashLoopBackOff, ImagePullBackOff, ContainerCreating
     message: str  # the waiting message, or the last termination's message when it has one
     deleting: bool
+    restarts: int = 0
+    last_exit_code: int | None = None  # of the container's previous run
 
     @classmethod
     def of(cls, pod: Mapping[str, Any]) -> ServerPod:
@@ -242,7 +244,17 @@ class ServerPod:
             or ("ContainerCreating" if status.get("phase", "Pending") == "Pending" else None),
             message=str(last.get("message") or waiting.get("message") or ""),
             deleting=bool(metadata.get("deletionTimestamp")),
+            restarts=int(containers[0].get("restartCount", 0)),
+            last_exit_code=last.get("exitCode"),
         )
+
+    @property
+    def crash_looping(self) -> bool:
+        """Backing off after a crash, or starting again after more than one: between two
+        crashes a container is briefly running, and that must not read as recovered."""
+        if self.waiting_reason == "CrashLoopBackOff":
+            return True
+        return not self.ready and self.restarts >= 2 and self.last_exit_code not in (None, 0)
 
 
 def index_server(deployment: Mapping[str, Any]) -> dict[Any, ServerInfo]:

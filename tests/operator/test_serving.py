@@ -305,6 +305,23 @@ def test_pods_that_cannot_start_by_themselves_are_problems(waiting, reason, mess
     assert problem_of(None, [pod], {}) == (reason, message)
 
 
+def test_a_crash_loop_stays_one_between_two_crashes():
+    last = {"terminated": {"exitCode": 1, "message": "splitcore serve: trunk x: corrupt"}}
+    starting_again = ServerPod.of(
+        pod_body("p", False, state={"running": {}}, restartCount=2, lastState=last)
+    )
+    assert problem_of(None, [starting_again], {}) == (
+        Reason.SERVING_CRASH_LOOP, "pod p keeps exiting: splitcore serve: trunk x: corrupt"
+    )  # fmt: skip
+    killed_once = ServerPod.of(
+        pod_body("p", False, state={"running": {}}, restartCount=1, lastState=last)
+    )
+    assert problem_of(None, [killed_once], {}) is None  # one restart is not a loop
+    recovered = ServerPod.of(pod_body("p", True, state={"running": {}}, restartCount=5,
+                                      lastState=last))  # fmt: skip
+    assert problem_of(None, [recovered], {}) is None
+
+
 def test_a_missing_secret_shows_only_in_the_kubelets_events():
     creating = ServerPod.of({"metadata": {"name": "p"}, "status": {"phase": "Pending"}})
     assert creating.waiting_reason == "ContainerCreating"
