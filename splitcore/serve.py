@@ -1,9 +1,10 @@
 """`splitcore serve`: host the trunks of split models over gRPC (split learning and inference).
 
 The client keeps the bottom and the top (its data and labels never leave it); this server runs
-the trunk between them. It serves every trunk under the storage folder, addressed by the
-guide's naming (model name + split), loads one on first use, keeps at most `max_models` loaded
-(least recently used unloaded) and refuses a file whose sha256 differs from its metadata.
+the trunk between them. By default it serves every trunk under the storage folder, addressed by
+the guide's naming (model name + split), loads one on first use, keeps at most `max_models`
+loaded (least recently used unloaded) and refuses a file whose sha256 differs from its metadata.
+With `trunks` set it serves only those, loaded and verified before it reports SERVING.
 
 Sessions hold what a client needs between calls: the KV cache of a generation, forwards kept
 for `Backward`, and, for a trainable session, a private copy of the trunk and its optimizer,
@@ -19,7 +20,15 @@ Settings come from `ServerConfig`; these optional keys of its `config` extras ar
   certificate signed by it: mutual TLS);
 * `auth_token_env`: the environment variable holding a bearer token every call must carry (the
   health service stays open for probes);
-* `drain_seconds` (30): how long SIGTERM waits for calls in flight.
+* `drain_seconds` (30): how long SIGTERM waits for calls in flight;
+* `trunks` (empty: every trunk in storage, loaded on first use): a list of `{model_name,
+  split_config, sha256 (optional)}`; the server then serves only these, loads and verifies each
+  before it binds (a missing or corrupt file, or a sha256 other than the configured one, ends
+  `splitcore serve` with exit code 1 and one line naming the trunk) and never unloads them;
+* `allow_training` (true): false refuses trainable sessions and `Save` (FAILED_PRECONDITION);
+  `Backward` still returns input gradients (split learning through a frozen trunk);
+* `health_port` (none): a second, plaintext port serving only the health service, for probes
+  that cannot speak TLS (Kubernetes gRPC probes).
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ log = logging.getLogger("splitcore.serve")
 HEALTH_SERVICE = ""  # the standard health service's overall status
 #: Forwards a session keeps for `Backward`; older ones are dropped.
 MAX_KEPT_FORWARDS = 8
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _TRUNK_FILE = re.compile(r"^(?P<name>.+)_(?P<split>[0-9]+-[0-9]+)_trunk\.(pt|safetensors)$")
 _OPTIMIZER_OPTIONS = {
     "sgd": ("lr", "momentum", "dampening", "weight_decay"),
@@ -82,6 +92,23 @@ _OPTIMIZER_OPTIONS = {
 }
 
 Reply = TypeVar("Reply")
+
+
+class StartupError(Exception):
+    """A trunk of `config.trunks` cannot be served: `splitcore serve` exits 1 with this line."""
+
+
+@dataclass(frozen=True)
+class ServedTrunk:
+    """An entry of `config.trunks`: a trunk loaded at start-up, and `sha256` its metadata's."""
+
+    model_name: str
+    split_config: str
+    sha256: str | None = None
+
+    @property
+    def key(self) -> TrunkKey:
+        return TrunkKey(self.model_name, self.split_config)
 
 
 @dataclass(frozen=True)
@@ -96,11 +123,16 @@ class ServeOptions:
     tls_client_ca_file: str | None = None
     auth_token_env: str | None = None
     drain_seconds: float = 30.0
+    trunks: list[ServedTrunk] = field(default_factory=list)
+    allow_training: bool = True
+    health_port: int | None = None
 
     @classmethod
-    def from_extras(cls, extras: dict[str, Any]) -> ServeOptions:
+    def from_config(cls, config: ServerConfig) -> ServeOptions:
+        """The keys of `config.config`, checked, and against the rest of `config`."""
         known = {f.name for f in dataclasses.fields(cls)}
-        options = from_mapping(cls, {k: v for k, v in extras.items() if k in known}, "config")
+        extras = {k: v for k, v in config.config.items() if k in known}
+        options = from_mapping(cls, extras, "config")
         if (options.tls_cert_file is None) != (options.tls_key_file is None):
             raise ConfigError("config: tls_cert_file and tls_key_file go together")
         if options.tls_client_ca_file is not None and options.tls_cert_file is None:
@@ -108,7 +140,43 @@ class ServeOptions:
         for name in ("max_message_bytes", "max_sessions"):
             if getattr(options, name) < 1:
                 raise ConfigError(f"config.{name}: must be at least 1")
-        return options
+        if options.session_idle_seconds <= 0:
+            raise ConfigError("config.session_idle_seconds: must be positive")
+        if options.health_port is not None:
+            if not 0 < options.health_port < 65536:
+                raise ConfigError(
+                    f"config.health_port: expected a TCP port 1-65535, got {options.health_port}"
+                )
+            for name in ("port", "metrics_port"):
+                if options.health_port == getattr(config, name):
+                    raise ConfigError(
+                        f"config.health_port: {options.health_port} is already the {name}"
+                    )
+        return dataclasses.replace(options, trunks=cls._served(options.trunks, config.max_models))
+
+    @staticmethod
+    def _served(trunks: list[ServedTrunk], max_models: int) -> list[ServedTrunk]:
+        """`config.trunks` in their one spelling; served trunks are never unloaded, so they
+        must fit in `max_models`."""
+        served: list[ServedTrunk] = []
+        for index, trunk in enumerate(trunks):
+            where = f"config.trunks[{index}]"
+            try:
+                key = TrunkKey.parse(trunk.model_name, trunk.split_config)
+            except ValueError as error:
+                raise ConfigError(f"{where}: {error}") from None
+            sha256 = trunk.sha256.lower() if trunk.sha256 is not None else None
+            if sha256 is not None and not _SHA256.fullmatch(sha256):
+                raise ConfigError(f"{where}.sha256: expected 64 hex digits, got {sha256!r}")
+            if any(other.key == key for other in served):
+                raise ConfigError(f"{where}: {key} is listed twice")
+            served.append(ServedTrunk(key.model_name, key.split_config, sha256))
+        if len(served) > max_models:
+            raise ConfigError(
+                f"config.trunks: lists {len(served)} trunks but max_models is {max_models}; "
+                f"served trunks are never unloaded, so max_models must be at least {len(served)}"
+            )
+        return served
 
     def auth_token(self) -> str | None:
         if self.auth_token_env is None:
@@ -157,11 +225,14 @@ class TrunkKey:
         return f"{self.model_name} {self.split_config}"
 
     @classmethod
+    def parse(cls, model_name: str, split_config: str) -> TrunkKey:
+        """The key in its one spelling (`"02-10"` is `2-10`); `ValueError` for a bad one."""
+        return cls(validate_model_name(model_name), str(SplitPoints.parse(split_config)))
+
+    @classmethod
     def of(cls, ref: trunk_pb2.TrunkRef) -> TrunkKey:
         try:
-            return cls(
-                validate_model_name(ref.model_name), str(SplitPoints.parse(ref.split_config))
-            )
+            return cls.parse(ref.model_name, ref.split_config)
         except ValueError as error:
             raise invalid(str(error)) from None
 
@@ -199,11 +270,19 @@ class LoadedTrunk:
 
 
 class TrunkRegistry:
-    """The trunks of a storage folder: loaded on first use, at most `max_models` in memory."""
+    """The trunks of a storage folder: loaded on first use, at most `max_models` in memory;
+    or, when `served` lists some, only those, loaded by `preload` and never unloaded."""
 
-    def __init__(self, storage: Path, max_models: int, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        max_models: int,
+        metrics: ServerMetrics,
+        served: list[ServedTrunk] | None = None,
+    ) -> None:
         self.storage = storage
         self.max_models = max_models
+        self.served = list(served or [])
         self._metrics = metrics
         self._loaded: OrderedDict[TrunkKey, LoadedTrunk] = OrderedDict()
         self._lock = threading.Lock()
@@ -219,7 +298,29 @@ class TrunkRegistry:
         with self._lock:
             return list(self._loaded.values())
 
+    def preload(self) -> None:
+        """Load and verify every served trunk; `StartupError` names the first that fails."""
+        for index, served in enumerate(self.served):
+            where = f"config.trunks[{index}] ({served.key})"
+            try:
+                trunk = self._load(served.key, served.sha256)
+            except (ServiceError, ValueError, OSError) as error:
+                raise StartupError(f"{where}: {error}") from None
+            with self._lock:
+                self._loaded[served.key] = trunk
+                self._metrics.loaded_models.set(len(self._loaded))
+
     def get(self, key: TrunkKey) -> LoadedTrunk:
+        if self.served:
+            with self._lock:
+                trunk = self._loaded.get(key)
+            if trunk is None:
+                names = ", ".join(str(served.key) for served in self.served)
+                raise ServiceError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"trunk {key} is not served here; this server serves only {names}",
+                )
+            return trunk
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
@@ -238,12 +339,16 @@ class TrunkRegistry:
         return trunk
 
     def forget(self, key: TrunkKey) -> None:
-        """Drop `key` from memory (its file was just replaced)."""
+        """Drop `key` from memory (its file was just replaced); a served trunk stays."""
+        if any(served.key == key for served in self.served):
+            return
         with self._lock:
             self._loaded.pop(key, None)
             self._metrics.loaded_models.set(len(self._loaded))
 
-    def _load(self, key: TrunkKey) -> LoadedTrunk:
+    def _load(self, key: TrunkKey, expected_sha256: str | None = None) -> LoadedTrunk:
+        """Load `key`'s file once its sha256 matches its metadata and, if given, the metadata's
+        matches `expected_sha256` (checked first: it costs no hashing of the file)."""
         try:
             path = find_component_file(self.storage, key.model_name, "trunk", key.split_config)
         except FileNotFoundError:
@@ -252,16 +357,22 @@ class TrunkRegistry:
                 grpc.StatusCode.NOT_FOUND,
                 f"no trunk {key} in {self.storage}; trunks here: {served}",
             ) from None
+        recorded = str(read_metadata(path)["sha256"])
+        if expected_sha256 is not None and recorded != expected_sha256:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{path} has sha256 {recorded} (its metadata), not the configured "
+                f"{expected_sha256}; refusing to serve another trunk than the one asked for",
+            )
         try:
             module = load_component(path)
         except CorruptComponentError as error:
-            log.error("refused trunk %s: %s", key, error)
             raise ServiceError(grpc.StatusCode.DATA_LOSS, str(error)) from None
         if not isinstance(module, TrunkModel):
             raise ServiceError(grpc.StatusCode.DATA_LOSS, f"{path} does not hold a trunk")
         module.requires_grad_(False)  # shared: only inputs ever get gradients
         log.info("loaded trunk %s from %s", key, path)
-        return LoadedTrunk(key, module, path, str(read_metadata(path)["sha256"]))
+        return LoadedTrunk(key, module, path, recorded)
 
 
 @dataclass
@@ -391,6 +502,8 @@ def rpc(
             return reply
         except ServiceError as error:
             code, message = error.code, error.message
+            if code == grpc.StatusCode.DATA_LOSS:  # a file went bad: the operator must know
+                log.error("%s refused: %s", name, message)
         except WireError as error:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except Exception as error:  # the server never crashes on a call
@@ -419,11 +532,25 @@ class TrunkServicer(trunk_pb2_grpc.TrunkServicer):
     """The `Trunk` service over a `TrunkRegistry` and a `SessionStore`."""
 
     def __init__(
-        self, trunks: TrunkRegistry, sessions: SessionStore, metrics: ServerMetrics
+        self,
+        trunks: TrunkRegistry,
+        sessions: SessionStore,
+        metrics: ServerMetrics,
+        allow_training: bool = True,
     ) -> None:
         self.trunks = trunks
         self.sessions = sessions
         self.metrics = metrics
+        self.allow_training = allow_training
+
+    def _refuse_training(self, what: str) -> None:
+        """A server that does not train keeps its trunk frozen: no optimizer, nothing to save."""
+        if not self.allow_training:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{what}: this server does not train (config.allow_training: false); "
+                "a non-trainable session still returns input gradients from Backward",
+            )
 
     @rpc
     def Info(self, request: trunk_pb2.InfoRequest) -> trunk_pb2.InfoReply:
@@ -431,6 +558,8 @@ class TrunkServicer(trunk_pb2_grpc.TrunkServicer):
 
     @rpc
     def OpenSession(self, request: trunk_pb2.OpenSessionRequest) -> trunk_pb2.OpenSessionReply:
+        if request.trainable:
+            self._refuse_training("a trainable session")
         trunk = self.trunks.get(TrunkKey.of(request.trunk))
         spec = request.optimizer if request.HasField("optimizer") else None
         session = self.sessions.open(trunk, request.trainable, spec)
@@ -548,6 +677,7 @@ class TrunkServicer(trunk_pb2_grpc.TrunkServicer):
 
     @rpc
     def Save(self, request: trunk_pb2.SaveRequest) -> trunk_pb2.SaveReply:
+        self._refuse_training("Save")
         session = self.sessions.get(request.session_id)
         original = session.trunk.key
         try:
@@ -609,18 +739,26 @@ class TrunkServer:
         *,
         port: int | None = None,
         metrics_port: int | None = None,
+        health_port: int | None = None,
     ) -> None:
-        """`port` and `metrics_port` override the config's (0 picks a free port, for tests)."""
+        """`port`, `metrics_port` and `health_port` override the config's (0 picks a free
+        port, for tests). The trunks of `config.trunks` are loaded here, before any port is
+        bound: `StartupError` if one cannot be served."""
         self.config = config
-        self.options = ServeOptions.from_extras(config.config)
+        self.options = ServeOptions.from_config(config)
         self.storage = Path(storage if storage is not None else config.model_storage_dir)
         self.metrics = ServerMetrics()
-        self.trunks = TrunkRegistry(self.storage, config.max_models, self.metrics)
+        self.trunks = TrunkRegistry(
+            self.storage, config.max_models, self.metrics, self.options.trunks
+        )
         self.sessions = SessionStore(
             self.options.max_sessions, self.options.session_idle_seconds, self.metrics
         )
         self.health = health.HealthServicer()
+        self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         token = self.options.auth_token()
+        credentials = self._credentials()  # a bad TLS file fails before a long preload
+        self.trunks.preload()
         limit = self.options.max_message_bytes
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
@@ -630,12 +768,21 @@ class TrunkServer:
                 ("grpc.max_send_message_length", limit),
             ],
         )
+        servicer = TrunkServicer(
+            self.trunks, self.sessions, self.metrics, self.options.allow_training
+        )
         trunk_pb2_grpc.add_TrunkServicer_to_server(  # type: ignore[no-untyped-call]
-            TrunkServicer(self.trunks, self.sessions, self.metrics), self._server
+            servicer, self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = f"{config.host}:{config.port if port is None else port}"
-        self.port = self._bind(address)
+        if credentials is None:
+            self.port = int(self._server.add_insecure_port(address))
+        else:
+            self.port = int(self._server.add_secure_port(address, credentials))
+        self._health_server, self.health_port = self._plaintext_health(
+            self.options.health_port if health_port is None else health_port
+        )
         self._metrics_port = config.metrics_port if metrics_port is None else metrics_port
         self.metrics_port: int | None = None
         self._metrics_http: Any = None
@@ -644,20 +791,29 @@ class TrunkServer:
             target=self._self_check_loop, name="self-check", daemon=True
         )
 
-    def _bind(self, address: str) -> int:
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        """The main port's TLS credentials (None: plaintext), read from the config's files."""
         options = self.options
         if options.tls_cert_file is None:
-            return int(self._server.add_insecure_port(address))
+            return None
         assert options.tls_key_file is not None
         client_ca = (
             Path(options.tls_client_ca_file).read_bytes() if options.tls_client_ca_file else None
         )
-        credentials = grpc.ssl_server_credentials(
+        return grpc.ssl_server_credentials(
             [(Path(options.tls_key_file).read_bytes(), Path(options.tls_cert_file).read_bytes())],
             root_certificates=client_ca,
             require_client_auth=client_ca is not None,
         )
-        return int(self._server.add_secure_port(address, credentials))
+
+    def _plaintext_health(self, port: int | None) -> tuple[grpc.Server | None, int | None]:
+        """A second server on `port` with only the health service (the same servicer, so the
+        same status): Kubernetes gRPC probes cannot speak TLS. (None, None) without a port."""
+        if port is None:
+            return None, None
+        server = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        return server, int(server.add_insecure_port(f"{self.config.host}:{port}"))
 
     def start(self) -> None:
         if self.config.enable_monitoring:
@@ -666,6 +822,8 @@ class TrunkServer:
             )
             self.metrics_port = int(self._metrics_http.server_port)
         self._server.start()
+        if self._health_server is not None:
+            self._health_server.start()
         self._checker.start()
         self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -710,13 +868,17 @@ class TrunkServer:
         self._draining.set()
         self.health.enter_graceful_shutdown()
         self._server.stop(self.options.drain_seconds if grace is None else grace).wait()
+        if self._health_server is not None:  # probes saw NOT_SERVING until the drain ended
+            self._health_server.stop(0).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         log.info("stopped")
 
 
 def serve_until_stopped(config_path: Path, storage: Path | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then drain and return 0; 2 for a bad configuration."""
+    """Serve until SIGTERM or SIGINT, then drain and return 0; 2 for a bad configuration, 1
+    when a trunk of `config.trunks` cannot be served. A failure is one line on stderr, no
+    traceback: a crash-looping pod's termination message and logs end with it."""
     try:
         config = ServerConfig.from_yaml(config_path)
         logging.basicConfig(
@@ -727,6 +889,9 @@ def serve_until_stopped(config_path: Path, storage: Path | None = None) -> int:
     except (ConfigError, OSError) as error:
         print(f"splitcore serve: {error}", file=sys.stderr)
         return 2
+    except StartupError as error:
+        print(f"splitcore serve: {error}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
