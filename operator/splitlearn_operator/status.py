@@ -402,7 +402,13 @@ def with_serving(
 def stalled(
     status: SplitModelStatus, generation: int, reason: Reason, message: str, moment: str
 ) -> SplitModelStatus:
-    """The operator cannot make progress without a change from the user."""
+    """The operator cannot make progress without a change from the user. `lastFailure.time`
+    is when this failure began: seeing it again rewrites nothing."""
+    previous, ongoing = status.last_failure, status.is_true(STALLED)
+    if ongoing and previous and (previous.reason, previous.message) == (reason, message):
+        moment_of_failure = previous.time
+    else:
+        moment_of_failure = moment
     return replace(
         status.with_conditions(
             generation,
@@ -411,5 +417,5 @@ def stalled(
             Reconciling=(FALSE, reason, ""),
             Stalled=(TRUE, reason, message),
         ),
-        last_failure=Failure(reason, message, moment),
+        last_failure=Failure(reason, message, moment_of_failure),
     )

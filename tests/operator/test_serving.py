@@ -418,6 +418,16 @@ def test_a_server_that_cannot_start_stalls_the_resource():
     assert stuck.last_failure == states.Failure("ServingCrashLoop", problem[1], T1)
 
 
+def test_the_same_stall_seen_again_rewrites_nothing():
+    problem = (Reason.SERVING_SECRET_NOT_FOUND, 'pod p: secret "tls" not found')
+    stuck = state(problem=problem, ready_on_current=0, complete=False)
+    first = states.with_serving(recorded(), 3, "h", stuck, T0)
+    assert states.with_serving(first, 3, "h", stuck, T1) == first
+    recovered = states.with_serving(first, 3, "h", state(), T1)
+    again = states.with_serving(recovered, 3, "h", stuck, T1)
+    assert again.last_failure == states.Failure(problem[0], problem[1], T1)  # a new failure
+
+
 def test_scaled_to_zero_is_ready_but_not_serving():
     zero = state(status=ServingStatus(ENDPOINT, 0, 0, TRUNK.sha256, "2-10"), ready_on_current=0)
     result = states.with_serving(recorded(), 3, "h", zero, T1)
