@@ -114,7 +114,9 @@ SERVERS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: SERVING}
 @kopf.index("apps", "v1", "deployments", labels=SERVERS)
 async def servers_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, ServerInfo]:
     entries = view.index_server(body)
-    memo.reconciler.server_seen(*next(iter(entries)))
+    key, info = next(iter(entries.items()))
+    if not memo.reconciler.serving.knows(key, info):  # not the echo of our own write
+        memo.reconciler.server_seen(*key)
     return entries
 
 

@@ -11,6 +11,7 @@ resource as a whole is Ready, Reconciling or Stalled (`status.with_serving`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,8 +113,10 @@ def observe(
             split_config=server.split_config if server else None,
         ),
         current=current,
-        ready_on_current=sum(
-            1 for pod in live if pod.ready and trunk and pod.trunk_sha256 == trunk.sha256
+        # Never above the Deployment's own count: a deleted pod leaves the index silently.
+        ready_on_current=min(
+            sum(1 for pod in live if pod.ready and trunk and pod.trunk_sha256 == trunk.sha256),
+            server.ready if server else 0,
         ),
         complete=current and server is not None and server.rolled_out
         and server.replicas == serving.replicas,
@@ -138,6 +141,12 @@ class Serving:
     def __init__(self, context: Context, view: ClusterView) -> None:
         self.context = context
         self.view = view
+        # The Deployment each SplitModel's last sync wrote or read: its watch event echoing
+        # that same state needs no sync (half the syncs of a rollout, one per creation).
+        self._known: dict[tuple[str, str], ServerInfo] = {}
+
+    def knows(self, key: tuple[str, str], server: ServerInfo) -> bool:
+        return self._known.get(key) == server
 
     def concerns(self, body: dict[str, Any], spec: ResolvedSpec) -> bool:
         """Whether this SplitModel has or wants a server (or a `Serving` status to clear)."""
@@ -173,12 +182,15 @@ class Serving:
         server = view.server_of(namespace, name)
         state: ServingState | None = None
         if spec.serving is None:
+            self._known.pop((namespace, name), None)
             await self._stop(body, server is not None)
         else:
             status = SplitModelStatus.from_dict(body.get("status"))
             trunk = served_trunk(spec, status)
             if trunk is not None:
                 server = await self._apply(body, spec.serving, trunk, server)
+            if server is not None:
+                self._known[(namespace, name)] = server
             pods = view.server_pods_of(namespace, name)
             state = observe(
                 spec.serving, trunk, server, pods, await self._mount_failures(namespace, pods),
@@ -192,6 +204,7 @@ class Serving:
     async def stop(self, body: dict[str, Any]) -> bool:
         """Remove the server before the files go; True once no server pod is left."""
         namespace, name = key_of(body)
+        self._known.pop((namespace, name), None)
         if self.view.server_of(namespace, name) is not None:
             await self.context.client.delete(DEPLOYMENTS, namespace, server_name(name))
         self.context.metrics.forget_server(namespace, name)
@@ -210,8 +223,10 @@ class Serving:
             return server
         namespace = body["metadata"]["namespace"]
         api = self.context
-        await api.client.create_or_patch(CONFIGMAPS, namespace, configmap, owned_patch(configmap))
-        await api.client.create_or_patch(SERVICES, namespace, service, owned_patch(service))
+        await asyncio.gather(
+            api.client.create_or_patch(CONFIGMAPS, namespace, configmap, owned_patch(configmap)),
+            api.client.create_or_patch(SERVICES, namespace, service, owned_patch(service)),
+        )
         written = await api.client.create_or_patch(
             DEPLOYMENTS, namespace, deployment, owned_patch(deployment)
         )

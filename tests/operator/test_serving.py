@@ -342,6 +342,14 @@ def test_observing_counts_only_ready_pods_of_the_recorded_trunk():
         status=ServingStatus(ENDPOINT, 2, 2, TRUNK.sha256, "2-10"),
         current=True, ready_on_current=1, complete=False, problem=None,
     )  # fmt: skip
+    scaled_down = ServerInfo.of(deployment_body(0, replicas=0, readyReplicas=0))
+    assert observe(ServingSpec(replicas=0), TRUNK, scaled_down, pods, {}, ENDPOINT) == ServingState(
+        status=ServingStatus(ENDPOINT, 0, 0, TRUNK.sha256, "2-10"),
+        current=True,
+        ready_on_current=0,
+        complete=True,
+        problem=None,
+    )  # fmt: skip  (the pods' deletion may not have reached the index yet)
     done = ServerInfo.of(deployment_body(**ROLLED))
     assert observe(ServingSpec(), TRUNK, done, pods[1:2], {}, ENDPOINT).complete
     other = ServedTrunk("models", "/models", "gpt2-a", "3-9", "cd" * 32)
