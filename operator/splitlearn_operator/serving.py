@@ -227,10 +227,12 @@ class Serving:
             api.client.create_or_patch(CONFIGMAPS, namespace, configmap, owned_patch(configmap)),
             api.client.create_or_patch(SERVICES, namespace, service, owned_patch(service)),
         )
+        name = body["metadata"]["name"]
+        if server is None:  # its watch event may come before the answer: known already
+            self._known[(namespace, name)] = ServerInfo.of(deployment)
         written = await api.client.create_or_patch(
             DEPLOYMENTS, namespace, deployment, owned_patch(deployment)
         )
-        name = body["metadata"]["name"]
         if server is None:
             reason = EventReason.SERVING_STARTED
             message = (
