@@ -53,7 +53,10 @@ class Observed:
 
 @dataclass(frozen=True)
 class Done:
-    """This spec's result is recorded, or it failed for good: nothing to redo."""
+    """This spec's result is recorded, or it failed for good: nothing to redo. A change that
+    kept the spec hash (deletionPolicy) may still want the claim's owners set."""
+
+    claim_fix: ClaimFix | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def decide(
     """In order: done already, conflict, claims, adopt this spec's Job, queue or create."""
     spec_hash = spec.spec_hash
     if is_done(status, spec_hash, generation):
-        return Done()
+        step = claim_step(seen, spec) if spec.storage is not None else None
+        return Done(step if step is ClaimFix.SET_OWNERS else None)
     owner = min(seen.writers, default=None)
     if owner is not None and owner.name != seen.name and spec.storage is not None:
         return Conflict(owner, spec.storage.name)

@@ -88,7 +88,12 @@ class JobStarter:
             status = SplitModelStatus.from_dict(body.get("status"))
             generation = generation_of(body)
             decision: Decision = Done()  # when the status says so, no need to read more
-            if not is_done(status, spec.spec_hash, generation):
+            # ...unless the generation moved without the spec hash (deletionPolicy, serving):
+            # the claim's owners may have to follow.
+            if (
+                not is_done(status, spec.spec_hash, generation)
+                or status.observed_generation != generation
+            ):
                 seen = await self._observe(body, spec, view)
                 decision = decide(seen, spec, status, generation)
                 if isinstance(decision, Create):  # no await since counting: take it now
@@ -137,6 +142,7 @@ class JobStarter:
     ) -> None:
         match decision:
             case Done():
+                await self.claims.fix(body, spec, decision.claim_fix)
                 self.context.metrics.reconciles.labels("unchanged").inc()
             case Conflict():
                 await self._refuse_conflict(body, spec, decision)

@@ -102,6 +102,17 @@ def test_a_change_that_keeps_the_spec_hash_keeps_the_recorded_split(spec):
     assert not is_done(stalled(spec, Reason.OOM_KILLED), spec.spec_hash, GENERATION + 1)
 
 
+def test_a_new_deletion_policy_on_a_recorded_split_only_moves_the_claims_owners(
+    created_claim_spec,
+):
+    spec = created_claim_spec
+    recorded = states.ready(running(spec), GENERATION, COMPONENTS, True, None, T1, None,
+                            spec.spec_hash)  # fmt: skip
+    moved = seen(storage_claim=ClaimState.OURS_OTHER_OWNERS)
+    assert decide(moved, spec, recorded, GENERATION + 1) == Done(ClaimFix.SET_OWNERS)
+    assert decide(seen(storage_claim=ClaimState.OURS), spec, recorded, GENERATION + 1) == Done()
+
+
 def test_components_of_an_older_spec_are_not_this_specs_result(spec):
     older = states.ready(running(spec), GENERATION, COMPONENTS, True, None, T1, None,
                          "0123456789")  # fmt: skip

@@ -1,4 +1,5 @@
-"""The e2e cluster: an emulated API server, a kubelet that runs Jobs, real operator processes."""
+"""The e2e cluster: an emulated API server, a kubelet that runs Jobs and Deployments' pods, real
+operator processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import aiohttp
 from kmock import resource
 
 from support.kubelet import Kubelet
-from support.kubernetes import RealisticKubernetes
+from support.kubernetes import RealisticKubernetes, matches_labels
 from support.operator import OperatorProcess, write_kubeconfig
 
 NAMESPACE = "ml"
@@ -25,6 +26,16 @@ PODS = resource("", "v1", "pods")
 PVCS = resource("", "v1", "persistentvolumeclaims")
 EVENTS = resource("", "v1", "events")
 NAMESPACES = resource("", "v1", "namespaces")
+SERVICES = resource("", "v1", "services")
+DEPLOYMENTS = resource("apps", "v1", "deployments")
+CONFIGMAPS = resource("", "v1", "configmaps")
+SECRETS = resource("", "v1", "secrets")
+
+
+def _selector(selector: str | dict[str, str] | None) -> str:
+    if isinstance(selector, dict):
+        return ",".join(f"{key}={value}" for key, value in selector.items())
+    return selector or ""
 
 
 @dataclass
@@ -97,6 +108,48 @@ class Cluster:
             or job["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
         ]  # fmt: skip
 
+    def deployment(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        return self.api.get(DEPLOYMENTS, namespace, name)
+
+    def pods(
+        self, selector: str | dict[str, str] | None = None, namespace: str = NAMESPACE
+    ) -> list[dict[str, Any]]:
+        """The pods whose labels match `selector` (`a=b,c` or a dict), oldest first."""
+        wanted = _selector(selector)
+        found = [
+            pod for pod in self.api.objects(PODS, namespace)
+            if matches_labels(pod["metadata"].get("labels", {}), wanted)
+        ]  # fmt: skip
+        return sorted(found, key=lambda pod: int(pod["metadata"]["resourceVersion"]))
+
+    def endpoints(self, service: str, namespace: str = NAMESPACE) -> list[str]:
+        """`podIP:port` of each ready pod the Service selects (what its Endpoints would list),
+        on the Service port named `grpc` (else its first) resolved through `targetPort`."""
+        body = self.api.get(SERVICES, namespace, service)
+        if body is None:
+            return []
+        ports = body["spec"].get("ports") or []
+        port = next((p for p in ports if p.get("name") == "grpc"), ports[0] if ports else None)
+        selector = body["spec"].get("selector")
+        if port is None or not selector:
+            return []
+        target = port.get("targetPort", port["port"])
+        found = []
+        for pod in self.pods(selector, namespace):
+            status = pod.get("status") or {}
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+            )
+            if not ready or not status.get("podIP") or pod["metadata"].get("deletionTimestamp"):
+                continue
+            number = target if isinstance(target, int) or str(target).isdigit() else next(
+                (p["containerPort"] for c in pod["spec"]["containers"]
+                 for p in c.get("ports", []) if p.get("name") == target), None,
+            )  # fmt: skip
+            if number is not None:
+                found.append(f"{status['podIP']}:{number}")
+        return sorted(found)
+
     def events(self, name: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         return [
             event for event in self.api.objects(EVENTS, namespace)
@@ -119,11 +172,14 @@ class Cluster:
 
     def logs(self) -> str:
         """The operators' logs, then every pod's output: what to read when a test fails."""
-        pods = sorted((self.kubelet.root / "pods").glob("*/stdout.log"))
+        folder = self.kubelet.root / "pods"
+        pods = sorted(folder.rglob("stdout.log")) if folder.is_dir() else []
         return "\n".join(
             [operator.logs() for operator in self.operators]
+            + [f"--- test kubelet error: {error}" for error in self.kubelet.workloads.node.errors]
             + [
-                f"--- pod {log.parent.name} ---\n{log.read_text(errors='replace')[-3000:]}"
+                f"--- pod {log.parent.relative_to(folder)} ---\n"
+                f"{log.read_text(errors='replace')[-3000:]}"
                 for log in pods
             ]
         )
