@@ -6,19 +6,9 @@ import json
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import put_checkpoint, splitmodel
-
-
-async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as r:
-        text = await r.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+from support.operator import scrape
 
 
 async def test_metrics_move_as_resources_live(cluster, gpt2_source):

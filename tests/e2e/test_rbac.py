@@ -37,7 +37,10 @@ async def test_a_whole_lifecycle_under_the_charts_rbac(cluster, gpt2_source, clu
     await cluster.apply(splitmodel("kept"))
     await cluster.apply(splitmodel("owned", storage={"size": "1Gi"}, deletionPolicy="Delete"))
     await cluster.apply(splitmodel("broken", splitStorageConfig={"splitConfig": "2-20"}))
-    for name in ("kept", "owned"):
+    served = {"splitConfig": "2-10", "storagePath": "/models", "autoSave": True}
+    await cluster.apply(splitmodel("served", splitStorageConfig=served,
+                                   serving={"enabled": True}, deletionPolicy="Delete"))  # fmt: skip
+    for name in ("kept", "owned", "served"):
         await cluster.eventually(
             lambda n=name: cluster.condition(n, "Ready").get("status") == "True"
         )
@@ -51,6 +54,15 @@ async def test_a_whole_lifecycle_under_the_charts_rbac(cluster, gpt2_source, clu
             and cluster.condition("kept", "Ready").get("status") == "True"
         )
     )
+    assert cluster.condition("served", "Serving")["status"] == "True"
+    await cluster.patch_spec("served", {"serving": {"replicas": 0}})
+    await cluster.eventually(
+        lambda: (
+            not cluster.pods("splitlearn.io/splitmodel=served,app.kubernetes.io/component=serving")
+        )
+    )
+    await cluster.delete("served")  # the server goes first, then the files
+    await cluster.eventually(lambda: cluster.splitmodel("served") is None, what="served deleted")
     await cluster.delete("owned")
     await cluster.eventually(lambda: cluster.splitmodel("owned") is None, what="owned deleted")
     assert cluster.api.get(PVCS, NAMESPACE, "owned-storage") is None  # owned: collected

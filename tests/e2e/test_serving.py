@@ -15,6 +15,7 @@ from kmock import resource
 from splitcore import load_component
 from splitcore.remote import RemoteError, RemoteTrunk
 from support.cluster import NAMESPACE, Cluster, put_checkpoint, splitmodel
+from support.operator import scrape
 
 DEPLOYMENTS = resource("apps", "v1", "deployments")
 SERVICES = resource("", "v1", "services")
@@ -59,6 +60,12 @@ async def started(cluster: Cluster, gpt2_source: Path) -> Path:
     volume = cluster.claim("models")
     await cluster.operator()
     return volume
+
+
+READY_SERVERS = (
+    "splitlearn_serving_ready_replicas",
+    (("namespace", NAMESPACE), ("splitmodel", "off")),
+)
 
 
 IDS = torch.randint(0, 96, (2, 7), generator=torch.Generator().manual_seed(0))
@@ -169,6 +176,8 @@ async def test_disabling_removes_the_server_and_delete_waits_for_it(cluster, gpt
     volume = await started(cluster, gpt2_source)
     await cluster.apply(served("off", deletionPolicy="Delete"))
     await cluster.eventually(lambda: is_ready(cluster, "off"), 180, "served")
+    metrics_port = cluster.operators[0].metrics_port
+    assert (await scrape(metrics_port))[READY_SERVERS] == 1
     assert await cluster.patch_spec("off", {"serving": {"enabled": False}}) == 200
 
     def removed() -> bool:
@@ -185,6 +194,7 @@ async def test_disabling_removes_the_server_and_delete_waits_for_it(cluster, gpt
     assert "serving" not in status_of(cluster, "off")
     assert cluster.condition("off", "Serving") == {}
     assert "ServingStopped" in [e["reason"] for e in cluster.events("off")]
+    assert READY_SERVERS not in await scrape(metrics_port)  # the series goes with the server
 
     assert await cluster.patch_spec("off", {"serving": {"enabled": True}}) == 200
     await cluster.eventually(lambda: is_ready(cluster, "off", 3) and endpoints(cluster, "off"),
