@@ -59,6 +59,16 @@ class Context:
         # Held while a SplitModel is reconciled or a result recorded: one writer at a time.
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
+    async def live_splitmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The SplitModel as it is now; None when it is gone or going."""
+        try:
+            body = await self.client.get(SPLITMODELS, namespace, name)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return None if body["metadata"].get("deletionTimestamp") else body
+
     async def write_status(
         self, namespace: str, name: str, transform: Transform, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:

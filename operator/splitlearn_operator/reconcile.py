@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from splitlearn_operator.api import JOBS, SPLITMODELS, ApiError, Client
+from splitlearn_operator.api import JOBS, SPLITMODELS, Client
 from splitlearn_operator.cleanup import Cleanup
 from splitlearn_operator.config import OperatorConfig
 from splitlearn_operator.context import Context, key_of, object_logger
@@ -84,13 +84,8 @@ class Reconciler:
 
     async def _sync_server(self, namespace: str, name: str) -> None:
         async with self.context.locks[(namespace, name)]:
-            try:
-                body = await self.context.client.get(SPLITMODELS, namespace, name)
-            except ApiError as error:
-                if error.status == 404:
-                    return
-                raise
-            if not body["metadata"].get("deletionTimestamp"):
+            body = await self.context.live_splitmodel(namespace, name)
+            if body is not None:
                 await self.serving.sync(body)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from splitcore.result import Reason, SplitResult
 from splitlearn_operator import builders
 from splitlearn_operator import status as states
-from splitlearn_operator.api import PODS, SPLITMODELS, ApiError
+from splitlearn_operator.api import PODS
 from splitlearn_operator.config import LABEL_COMPONENT, LABEL_SPEC_HASH, LABEL_SPLITMODEL
 from splitlearn_operator.context import Context, generation_of, object_logger
 from splitlearn_operator.decisions import is_done
@@ -67,13 +67,8 @@ class Recorder:
 
     async def record_locked(self, job: dict[str, Any], namespace: str, name: str) -> None:
         """Record under the SplitModel's lock, which the caller holds."""
-        try:
-            body = await self.context.client.get(SPLITMODELS, namespace, name)
-        except ApiError as error:
-            if error.status == 404:
-                return
-            raise
-        if body["metadata"].get("deletionTimestamp"):
+        body = await self.context.live_splitmodel(namespace, name)
+        if body is None:
             return
         try:
             spec = resolve_spec(body, self.context.config)
