@@ -53,7 +53,7 @@ class Cleanup:
             return
         if await self.claims.get(namespace, spec.storage.name) is None:
             return  # no volume, no files
-        if not await self.serving.stop(body):  # never pull files from under a server
+        if not await self.serving.remove(body):  # never pull files from under a server
             raise kopf.TemporaryError(
                 "waiting for the trunk server's pods to go", delay=CLEANUP_POLL_SECONDS
             )

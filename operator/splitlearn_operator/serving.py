@@ -182,8 +182,13 @@ class Serving:
         server = view.server_of(namespace, name)
         state: ServingState | None = None
         if spec.serving is None:
-            self._known.pop((namespace, name), None)
-            await self._stop(body, server is not None)
+            await self.remove(body)
+            if server is not None:
+                await self.context.event(
+                    body, "Normal", EventReason.SERVING_STOPPED,
+                    f"the trunk server {server_name(name)} was removed "
+                    "(spec.serving.enabled: false)",
+                )  # fmt: skip
         else:
             status = SplitModelStatus.from_dict(body.get("status"))
             trunk = served_trunk(spec, status)
@@ -201,13 +206,18 @@ class Serving:
             )
         await self._record(body, spec, state)
 
-    async def stop(self, body: dict[str, Any]) -> bool:
-        """Remove the server before the files go; True once no server pod is left."""
+    async def remove(self, body: dict[str, Any]) -> bool:
+        """Remove the server's three objects (serving turned off, or before the files go);
+        True once no server pod is left."""
         namespace, name = key_of(body)
         self._known.pop((namespace, name), None)
-        if self.view.server_of(namespace, name) is not None:
-            await self.context.client.delete(DEPLOYMENTS, namespace, server_name(name))
-        self.context.metrics.forget_server(namespace, name)
+        has_server = self.view.server_of(namespace, name) is not None
+        if has_server or (body.get("status") or {}).get("serving"):
+            api, server = self.context, server_name(name)
+            await api.client.delete(DEPLOYMENTS, namespace, server)  # its pods go with it
+            await api.client.delete(SERVICES, namespace, server)
+            await api.client.delete(CONFIGMAPS, namespace, server)
+            self.context.metrics.forget_server(namespace, name)
         return not self.view.server_pods_of(namespace, name)
 
     async def _apply(
@@ -262,22 +272,6 @@ class Serving:
             if mounts:
                 failures[pod.name] = str(mounts[-1].get("message", "FailedMount"))
         return failures
-
-    async def _stop(self, body: dict[str, Any], running: bool) -> None:
-        """`enabled: false` (or no serving): remove the three objects."""
-        namespace, name = key_of(body)
-        if not running and not (body.get("status") or {}).get("serving"):
-            return
-        api, server = self.context, server_name(name)
-        await api.client.delete(DEPLOYMENTS, namespace, server)  # its pods go with it
-        await api.client.delete(SERVICES, namespace, server)
-        await api.client.delete(CONFIGMAPS, namespace, server)
-        self.context.metrics.forget_server(namespace, name)
-        if running:
-            await self.context.event(
-                body, "Normal", EventReason.SERVING_STOPPED,
-                f"the trunk server {server_name(name)} was removed (spec.serving.enabled: false)",
-            )  # fmt: skip
 
     async def _record(
         self, body: dict[str, Any], spec: ResolvedSpec, state: ServingState | None
